@@ -1,0 +1,1 @@
+"""Data: raw files -> canonical tables -> splits -> pipelines."""

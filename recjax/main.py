@@ -1,0 +1,80 @@
+"""Train and evaluate one experiment.
+
+    python -m recjax.main --config=configs/quickstart.py --workdir=/tmp/quickstart
+    python -m recjax.main --config=configs/sasrec.py:ml-100k --workdir=/tmp/ml100k \
+        --config.train.num_epochs=50 --config.data.root=../shared/data
+
+A workdir that holds a checkpoint resumes from it. The workdir receives `config.json`,
+`metrics.jsonl`, TensorBoard events, `checkpoints/` and `results.json`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+TABLE_COLUMNS = ["recall@10", "ndcg@10", "mrr@10", "recall@50", "ndcg@50",
+                 "sampled100_hr@10", "sampled100_ndcg@10"]
+
+
+def initialize_distributed(cfg) -> None:
+  """Joins a multi-process job when `config.distributed.coordinator_address` is set."""
+  if not cfg.coordinator_address:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  kwargs = dict(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes)
+  if cfg.process_id >= 0:
+    kwargs["process_id"] = cfg.process_id
+  if cfg.local_device_ids:
+    kwargs["local_device_ids"] = [int(i) for i in str(cfg.local_device_ids).split(",")]
+  jax.distributed.initialize(**kwargs)
+  logging.info("process %d of %d", jax.process_index(), jax.process_count())
+
+
+def results_table(task, metrics: dict[str, float]) -> str:
+  """Test metrics of the trained model next to the baselines the task knows."""
+  from recjax.train.metrics_writer import format_table  # pylint: disable=g-import-not-at-top
+  rows = {f"{task.name} (test)": {k[len("test/"):]: v for k, v in metrics.items()
+                                  if k.startswith("test/")}}
+  if hasattr(task, "popularity_metrics"):
+    rows["Popularity (test)"] = task.popularity_metrics("test")
+  return format_table(rows, TABLE_COLUMNS)
+
+
+def main(argv) -> None:
+  del argv
+  from recjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from recjax.tasks import build_task  # pylint: disable=g-import-not-at-top
+  from recjax.train import trainer  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  config = FLAGS.config
+  try:
+    config_lib.check_config(config)
+  except ValueError as e:
+    sys.exit(f"error in the experiment config: {e}")
+  initialize_distributed(config.distributed)
+  task = build_task(config)
+  logging.info("%s", task.data.summary())
+  result = trainer.train_and_evaluate(config, task, FLAGS.workdir)
+  if jax.process_index() == 0:
+    if result.stopped_by_signal:
+      print(f"stopped by signal at step {result.step}; checkpoint saved in "
+            f"{os.path.join(FLAGS.workdir, 'checkpoints')}. Run the same command to resume.")
+    else:
+      table = results_table(task, result.metrics)
+      print(f"\n{task.data.summary()}\nstep {result.step}, full-catalogue ranking"
+            f"{' without history items' if config.eval.exclude_history else ''}:\n{table}")
+      with open(os.path.join(FLAGS.workdir, "results.txt"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

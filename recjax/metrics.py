@@ -1,0 +1,37 @@
+"""Top-K ranking metrics for one held-out target per user.
+
+A target's rank is the number of candidates scored strictly higher plus the number of *other*
+candidates tied with it (ties are broken against the target, so a constant model scores zero).
+With one relevant item, Recall@K equals HR@K.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_KS = (1, 5, 10, 20, 50, 100)
+
+
+def target_ranks(scores: jax.Array, targets: jax.Array) -> jax.Array:
+  """0-based pessimistic rank of `targets` [B] within `scores` [B, N]."""
+  target_scores = jnp.take_along_axis(scores, targets[:, None], axis=1)
+  higher = jnp.sum(scores > target_scores, axis=1)
+  ties = jnp.sum(scores == target_scores, axis=1) - 1
+  return (higher + ties).astype(jnp.int32)
+
+
+def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
+                    prefix: str = "") -> dict[str, float]:
+  """Mean Recall/HR, NDCG and MRR at each K from 0-based ranks."""
+  ranks = np.asarray(ranks, dtype=np.float64)
+  out = {}
+  for k in ks:
+    hit = ranks < k
+    out[f"{prefix}recall@{k}"] = float(hit.mean())
+    out[f"{prefix}hr@{k}"] = float(hit.mean())
+    out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    out[f"{prefix}mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
+  return out

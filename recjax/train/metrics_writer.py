@@ -1,0 +1,62 @@
+"""Metrics to TensorBoard event files (tensorboardX, no TensorFlow) and `metrics.jsonl`.
+
+Only process 0 writes; other processes get a writer that does nothing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+import jax
+
+
+class MetricsWriter:
+  """Appends `{"step", "time", **metrics}` lines to metrics.jsonl and scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      os.makedirs(workdir, exist_ok=True)
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in metrics.items()}
+    for name, value in clean.items():
+      self._tb.add_scalar(name, value, step)
+    record = {"step": int(step), "time": time.time()}
+    record.update({k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+      self._jsonl.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """Reads a metrics.jsonl file back (for tests, notebooks and benchmarks)."""
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str]) -> str:
+  """A plain-text table: one row per name (e.g. model / split), one column per metric."""
+  name_width = max([len("model")] + [len(r) for r in rows])
+  widths = [max(len(c), 7) for c in columns]
+  lines = ["  ".join(["model".ljust(name_width)] + [c.rjust(w) for c, w in zip(columns, widths)])]
+  lines.append("-" * len(lines[0]))
+  for name, values in rows.items():
+    cells = [f"{values[c]:.4f}".rjust(w) if c in values else "-".rjust(w)
+             for c, w in zip(columns, widths)]
+    lines.append("  ".join([name.ljust(name_width)] + cells))
+  return "\n".join(lines)

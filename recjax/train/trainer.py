@@ -1,0 +1,348 @@
+"""The train loop every recjax model shares.
+
+A model family plugs in as a `Task` (model, data, loss, evaluation); the trainer owns everything
+else: the device mesh and shardings, the jitted train step with gradient accumulation, the
+optimizer, Orbax checkpoints with the data iterator's position (exact resume), preemption-safe
+saves on SIGTERM/SIGINT, NaN detection, metrics and the progress bar.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Iterator, Mapping, Protocol
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from recjax.train import checkpoint as ckpt_lib
+from recjax.train import optim
+from recjax.train import sharding as shard_lib
+from recjax.train.metrics_writer import MetricsWriter
+
+
+class Task(Protocol):
+  """What a model family gives the trainer."""
+
+  # Which nnx.Variable types the optimizer trains (nnx.Param; LoRA adapters only for LoRA).
+  trainable: Any
+  # Training steps in one pass over the training data.
+  steps_per_epoch: int
+
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    """A freshly initialised model. Called under jit: no host side effects."""
+
+  def train_data(self, process_index: int, process_count: int) -> grain.IterDataset:
+    """Yields this process's rows of each global batch as numpy arrays, forever."""
+
+  def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array],
+           rngs: nnx.Rngs) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """(sum of per-example losses, sum of example weights, extra metrics as sums)."""
+
+  def evaluate(self, model: nnx.Module, split: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Metrics on 'valid' or 'test', identical on every process."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+@dataclasses.dataclass
+class TrainState:
+  """The model and optimizer as one nnx.State, plus what is needed to run steps on it."""
+
+  graphdef: Any
+  state: Any
+  shardings: Any
+  step: int
+
+  def model(self) -> nnx.Module:
+    model, _ = nnx.merge(self.graphdef, self.state)
+    return model
+
+
+def total_steps(config: ml_collections.ConfigDict, task: Task) -> int:
+  """`train.num_steps` if set, else `train.num_epochs` passes over the training data."""
+  if config.train.num_steps:
+    return int(config.train.num_steps)
+  return int(config.train.num_epochs * task.steps_per_epoch)
+
+
+def create_train_state(config: ml_collections.ConfigDict, task: Task,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+  """Initialises model and optimizer directly onto their shardings (no full host copy)."""
+  tx = optim.make_optimizer(config.optimizer, total_steps(config, task))
+
+  def create():
+    model = task.build_model(nnx.Rngs(params=config.seed))
+    optimizer = nnx.Optimizer(model, tx, wrt=task.trainable)
+    return model, optimizer
+
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
+  shardings = shard_lib.state_shardings(abstract_state, mesh, config.sharding.logical_axis_rules)
+  state = jax.jit(lambda: nnx.split(create())[1], out_shardings=shardings)()
+  return TrainState(graphdef=graphdef, state=state, shardings=shardings, step=0)
+
+
+def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: TrainState,
+                    mesh: jax.sharding.Mesh):
+  """The jitted step: (state, batch, step) -> (new state, metrics). Donates the old state."""
+  graphdef = train_state.graphdef
+  accum = int(config.train.grad_accum_steps)
+  base_key = jax.random.key(config.seed)
+
+  def loss_fn(model, batch, key):
+    loss_sum, weight, extra = task.loss(model, batch, nnx.Rngs(dropout=key))
+    return loss_sum, (weight, extra)
+
+  grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, task.trainable), has_aux=True)
+
+  def step_fn(state, batch, step):
+    model, optimizer = nnx.merge(graphdef, state)
+    model.train()
+    key = jax.random.fold_in(base_key, step)
+    if accum == 1:
+      (loss_sum, (weight, extra)), grads = grad_fn(model, batch, key)
+    else:
+      # Microbatch k takes rows k, k+accum, ...: every microbatch is spread over all devices.
+      micro = jax.tree.map(
+          lambda x: jnp.swapaxes(x.reshape((x.shape[0] // accum, accum) + x.shape[1:]), 0, 1),
+          batch)
+
+      def body(carry, inputs):
+        mb, k = inputs
+        (l, (w, e)), g = grad_fn(model, mb, jax.random.fold_in(key, k))
+        return jax.tree.map(jnp.add, carry, (l, w, e, g)), None
+
+      zeros = jax.eval_shape(lambda: grad_fn(model, jax.tree.map(lambda x: x[0], micro), key))
+      init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                          (zeros[0][0], zeros[0][1][0], zeros[0][1][1], zeros[1]))
+      (loss_sum, weight, extra, grads), _ = jax.lax.scan(
+          body, init, (micro, jnp.arange(accum)))
+    # Task losses are sums: dividing once by the total weight makes accumulation exact.
+    weight = jnp.maximum(weight, 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)
+    optimizer.update(model, grads)
+    metrics = {"loss": loss_sum / weight, "grad_norm": _global_norm(grads)}
+    metrics.update({k: v / weight for k, v in extra.items()})
+    return nnx.state((model, optimizer)), metrics
+
+  batch_sh = shard_lib.batch_sharding(mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(step_fn, in_shardings=(train_state.shardings, batch_sh, replicated),
+                 out_shardings=(train_state.shardings, replicated), donate_argnums=(0,))
+
+
+def _global_norm(tree) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop polls, so a checkpoint is saved before exit."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. inside a notebook worker): leave as is.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def should_stop(self) -> bool:
+    stop = self.received is not None
+    if jax.process_count() > 1:  # Every process must stop at the same step to save together.
+      stop = bool(multihost_utils.process_allgather(np.int32(stop)).max())
+    return stop
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` ends with."""
+
+  step: int
+  train_state: TrainState
+  losses: list[float]  # training loss at every step run in this call
+  metrics: dict[str, float]  # final 'valid/...' and 'test/...' metrics (empty if stopped early)
+  stopped_by_signal: bool = False
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: str) -> TrainResult:
+  """Trains `task` as configured, resuming from the latest checkpoint in `workdir` if any."""
+  tcfg = config.train
+  mesh = shard_lib.make_mesh(config.mesh)
+  num_steps = total_steps(config, task)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  train_state = create_train_state(config, task, mesh)
+  train_step = make_train_step(config, task, train_state, mesh)
+  data_iter = iter(task.train_data(jax.process_index(), jax.process_count()))
+
+  manager = ckpt_lib.make_manager(
+      os.path.join(workdir, "checkpoints"), max_to_keep=tcfg.max_checkpoints_to_keep,
+      async_save=tcfg.async_checkpointing, best_metric=tcfg.best_metric or None,
+      best_mode=tcfg.best_mode)
+  latest = manager.latest_step()
+  if latest is not None:
+    train_state.state = ckpt_lib.restore(manager, latest, train_state.state, data_iter)
+    train_state.step = latest
+    logging.info("resumed from step %d", latest)
+
+  writer = MetricsWriter(workdir)
+  losses: list[float] = []
+  progress = _progress_bar(is_chief and tcfg.progress_bar, train_state.step, num_steps)
+  valid_metrics: dict[str, float] = {}
+  stopped = False
+  pending: tuple[int, dict[str, jax.Array]] | None = None
+  window_start, window_steps = time.perf_counter(), 0
+
+  def finish_step(step: int, metrics: dict[str, jax.Array]):
+    """Host-side bookkeeping for a finished step, one step behind to keep dispatch async."""
+    nonlocal window_start, window_steps
+    loss = float(metrics["loss"])
+    if not np.isfinite(loss):
+      manager.wait_until_finished()
+      raise NonFiniteLossError(
+          f"training loss is {loss} at step {step}; stopping. The last good checkpoint in "
+          f"{workdir}/checkpoints (step {manager.latest_step()}) is kept. Lower "
+          f"optimizer.learning_rate or set optimizer.clip_grad_norm.")
+    losses.append(loss)
+    window_steps += 1
+    if step % tcfg.log_every_steps == 0 or step == num_steps:
+      elapsed = time.perf_counter() - window_start
+      scalars = {k: float(v) for k, v in metrics.items()}
+      scalars["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
+      writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
+      if progress is not None:
+        progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+      window_start, window_steps = time.perf_counter(), 0
+
+  with _StopSignal() as stop_signal, jax.set_mesh(mesh):
+    while train_state.step < num_steps:
+      step = train_state.step + 1
+      batch = shard_lib.global_batch(next(data_iter), mesh)
+      train_state.state, metrics = train_step(train_state.state, batch, step)
+      train_state.step = step
+      if pending is not None:
+        finish_step(*pending)
+      pending = (step, metrics)
+      if progress is not None:
+        progress.update(1)
+
+      if tcfg.eval_every_steps and step % tcfg.eval_every_steps == 0 and step < num_steps:
+        finish_step(*pending)
+        pending = None
+        valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, step)
+      if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0:
+        if pending is not None:  # Never save a state whose loss has not been checked.
+          finish_step(*pending)
+          pending = None
+        ckpt_lib.save(manager, step, train_state.state, data_iter, metrics=valid_metrics or None)
+      if stop_signal.should_stop():
+        if pending is not None:
+          finish_step(*pending)
+          pending = None
+        logging.warning("signal %s received: saving step %d and exiting", stop_signal.received,
+                        step)
+        ckpt_lib.save(manager, step, train_state.state, data_iter, force=True)
+        stopped = True
+        break
+    if pending is not None:
+      finish_step(*pending)
+
+    final: dict[str, float] = {}
+    if not stopped:
+      valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, train_state.step)
+      test_metrics = _evaluate(task, train_state, mesh, "test", writer, train_state.step)
+      final = {**{f"valid/{k}": v for k, v in valid_metrics.items()},
+               **{f"test/{k}": v for k, v in test_metrics.items()}}
+      if manager.latest_step() != train_state.step:
+        ckpt_lib.save(manager, train_state.step, train_state.state, data_iter,
+                      metrics=valid_metrics, force=True)
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  if progress is not None:
+    progress.close()
+  if is_chief and final:
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump({"step": train_state.step, **final}, f, indent=2, sort_keys=True)
+  return TrainResult(step=train_state.step, train_state=train_state, losses=losses,
+                     metrics=final, stopped_by_signal=stopped)
+
+
+def _evaluate(task: Task, train_state: TrainState, mesh, split: str, writer: MetricsWriter,
+              step: int) -> dict[str, float]:
+  start = time.perf_counter()
+  metrics = task.evaluate(train_state.model(), split, mesh)
+  metrics[f"eval_seconds"] = time.perf_counter() - start
+  writer.write(step, {f"{split}/{k}": v for k, v in metrics.items()})
+  logging.info("step %d %s: %s", step, split,
+               ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+  return metrics
+
+
+def _progress_bar(enabled: bool, initial: int, total: int):
+  if not enabled:
+    return None
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
+              mininterval=1.0)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `train` block every experiment config starts from."""
+  return ml_collections.ConfigDict(dict(
+      num_steps=0,                   # training steps; 0 = use num_epochs.
+      num_epochs=10,                 # passes over the training data when num_steps == 0.
+      batch_size=128,                # global batch (all processes together).
+      grad_accum_steps=1,            # microbatches per step; batch_size must divide evenly.
+      log_every_steps=50,            # train metrics to TensorBoard/metrics.jsonl.
+      eval_every_steps=0,            # validation every N steps (0: only at the end).
+      checkpoint_every_steps=1000,   # periodic checkpoints (a final one is always written).
+      max_checkpoints_to_keep=3,     # older (or worse, with best_metric) ones are deleted.
+      async_checkpointing=True,      # write checkpoints in the background.
+      best_metric="",                # keep the best checkpoints by this valid metric, e.g. "ndcg@10".
+      best_mode="max",               # max | min for best_metric.
+      progress_bar=True,             # tqdm bar with loss, steps/s and ETA (process 0 only).
+  ))
+
+
+def default_sharding_config() -> ml_collections.ConfigDict:
+  """Logical axis -> mesh axes rules (MaxText style); the first rule that fits wins."""
+  return ml_collections.ConfigDict(dict(logical_axis_rules=[
+      ("batch", ("data", "fsdp")),
+      ("vocab", "tensor"), ("vocab", "fsdp"),
+      ("items", "tensor"), ("items", "fsdp"),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv_heads", "tensor"),
+      ("head_dim", None),
+      ("layers", None),
+  ]))

@@ -1,0 +1,39 @@
+"""recjax: LLM-for-recommendation research in JAX/Flax NNX."""
+import setuptools
+
+CORE = [
+    "jax>=0.10",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "ml_collections>=1.1",
+    "gin-config>=0.5",
+    "tensorboardX>=2.6",
+    "tqdm>=4.66",
+    "absl-py>=2.1",
+    "numpy>=2.0",
+]
+HF = [
+    "safetensors>=0.4",
+    "tokenizers>=0.20",
+    "sentencepiece==0.2.2",  # 0.2.3 ships protobuf-7 code that breaks seqio (DESIGN.md)
+]
+TEST = HF + [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "torch==2.13.0",  # the CPU wheel on disk; an unpinned torch pulls GBs of CUDA packages
+    "transformers>=4.50",
+]
+SEQIO = ["seqio", "tensorflow-datasets", "sentencepiece==0.2.2"]
+LAUNCH = ["xmanager"]
+
+setuptools.setup(
+    name="recjax",
+    version="0.1.0",
+    description="JAX/Flax NNX framework for LLM-based and ID-based sequential recommendation",
+    packages=setuptools.find_packages(include=["recjax", "recjax.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={"test": TEST, "hf": HF, "seqio": SEQIO, "launch": LAUNCH},
+)
