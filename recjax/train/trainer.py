@@ -100,18 +100,20 @@ def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: 
   accum = int(config.train.grad_accum_steps)
   base_key = jax.random.key(config.seed)
 
-  def loss_fn(model, batch, key):
-    loss_sum, weight, extra = task.loss(model, batch, nnx.Rngs(dropout=key))
-    return loss_sum, (weight, extra)
-
-  grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, task.trainable), has_aux=True)
-
   def step_fn(state, batch, step):
     model, optimizer = nnx.merge(graphdef, state)
     model.train()
+    model_def, params, rest = nnx.split(model, task.trainable, ...)
+
+    def loss_fn(params, batch, key):
+      loss_sum, weight, extra = task.loss(nnx.merge(model_def, params, rest), batch,
+                                          nnx.Rngs(dropout=key))
+      return loss_sum, (weight, extra)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     key = jax.random.fold_in(base_key, step)
     if accum == 1:
-      (loss_sum, (weight, extra)), grads = grad_fn(model, batch, key)
+      (loss_sum, (weight, extra)), grads = grad_fn(params, batch, key)
     else:
       # Microbatch k takes rows k, k+accum, ...: every microbatch is spread over all devices.
       micro = jax.tree.map(
@@ -120,12 +122,12 @@ def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: 
 
       def body(carry, inputs):
         mb, k = inputs
-        (l, (w, e)), g = grad_fn(model, mb, jax.random.fold_in(key, k))
+        (l, (w, e)), g = grad_fn(params, mb, jax.random.fold_in(key, k))
         return jax.tree.map(jnp.add, carry, (l, w, e, g)), None
 
-      zeros = jax.eval_shape(lambda: grad_fn(model, jax.tree.map(lambda x: x[0], micro), key))
-      init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                          (zeros[0][0], zeros[0][1][0], zeros[0][1][1], zeros[1]))
+      shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), key)
+      (l0, (w0, e0)), g0 = shapes
+      init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l0, w0, e0, g0))
       (loss_sum, weight, extra, grads), _ = jax.lax.scan(
           body, init, (micro, jnp.arange(accum)))
     # Task losses are sums: dividing once by the total weight makes accumulation exact.
@@ -188,10 +190,14 @@ class TrainResult:
   stopped_by_signal: bool = False
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: str) -> TrainResult:
-  """Trains `task` as configured, resuming from the latest checkpoint in `workdir` if any."""
+def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: str,
+                       devices: list[jax.Device] | None = None) -> TrainResult:
+  """Trains `task` as configured, resuming from the latest checkpoint in `workdir` if any.
+
+  `devices` restricts the mesh to a subset of `jax.devices()` (default: all of them).
+  """
   tcfg = config.train
-  mesh = shard_lib.make_mesh(config.mesh)
+  mesh = shard_lib.make_mesh(config.mesh, devices)
   num_steps = total_steps(config, task)
   is_chief = jax.process_index() == 0
   if is_chief:

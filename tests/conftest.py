@@ -1,0 +1,19 @@
+"""Test-wide JAX set-up: 8 virtual CPU devices, a persistent compilation cache, parsed absl flags.
+
+XLA_FLAGS must be set before JAX initialises, so this runs at import, before any test module.
+"""
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+os.environ.setdefault("RECJAX_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+import jax  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+jax.config.update("jax_compilation_cache_dir", str(REPO / ".jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Grain worker threads and processes read absl flags (DESIGN.md pitfall).
+flags.FLAGS.mark_as_parsed()

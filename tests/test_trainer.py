@@ -1,0 +1,99 @@
+"""The shared trainer: exact resume, sharding invariance, accumulation, NaN and bad checkpoints."""
+import os
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from recjax.train import checkpoint as ckpt_lib
+from recjax.train import trainer
+from recjax.train.metrics_writer import read_jsonl
+from tests.trainer_utils import params_of, tiny_config, tiny_task
+
+
+def _run(config, workdir, devices=None):
+  return trainer.train_and_evaluate(config, tiny_task(config), str(workdir), devices=devices)
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+  full = _run(tiny_config(**{"train.num_steps": 6}), tmp_path / "full")
+  first = _run(tiny_config(**{"train.num_steps": 3}), tmp_path / "resumed")
+  second = _run(tiny_config(**{"train.num_steps": 6}), tmp_path / "resumed")
+  assert first.step == 3 and second.step == 6
+  assert first.losses + second.losses == full.losses  # bitwise, every step
+  for a, b in zip(params_of(full.train_state), params_of(second.train_state)):
+    np.testing.assert_array_equal(a, b)
+  steps = [r["step"] for r in read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+           if "train/loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_workdir_outputs(tmp_path):
+  result = _run(tiny_config(), tmp_path)
+  assert (tmp_path / "config.json").exists()
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  records = read_jsonl(tmp_path / "metrics.jsonl")
+  assert any("test/ndcg@10" in r for r in records)
+  assert "test/sampled20_ndcg@10" in result.metrics
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
+
+
+@pytest.mark.parametrize("mesh", [dict(data=8), dict(data=2, fsdp=2, tensor=2), dict(fsdp=4)])
+def test_sharded_training_matches_one_device(tmp_path, mesh):
+  one = _run(tiny_config(), tmp_path / "one", devices=jax.devices()[:1])
+  config = tiny_config()
+  config.mesh.update(dict(data=1, fsdp=1, tensor=1))
+  config.mesh.update(mesh)
+  n = int(np.prod(list(mesh.values())))
+  many = _run(config, tmp_path / "many", devices=jax.devices()[:n])
+  np.testing.assert_allclose(many.losses, one.losses, rtol=2e-5)
+  for a, b in zip(params_of(one.train_state, True), params_of(many.train_state, True)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path):
+  base = tiny_config(**{"model.dropout": 0.0, "train.num_steps": 3})
+  accum = tiny_config(**{"model.dropout": 0.0, "train.num_steps": 3,
+                         "train.grad_accum_steps": 4})
+  a = _run(base, tmp_path / "a", devices=jax.devices()[:1])
+  b = _run(accum, tmp_path / "b", devices=jax.devices()[:1])
+  np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  good = tiny_config(**{"train.num_steps": 3})
+  _run(good, tmp_path)
+  bad = tiny_config(**{"train.num_steps": 40, "optimizer.learning_rate": 1e30})
+  with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+"):
+    _run(bad, tmp_path)
+  steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  # Every checkpoint written is from before the loss went bad: resuming must give finite losses.
+  resumed = _run(tiny_config(**{"train.num_steps": steps[-1] + 1}), tmp_path)
+  assert np.isfinite(resumed.losses).all()
+
+
+def test_corrupt_checkpoint_names_the_path(tmp_path):
+  _run(tiny_config(**{"train.num_steps": 3}), tmp_path)
+  step_dir = tmp_path / "checkpoints" / "3" / "state"
+  damaged = 0
+  for path in step_dir.rglob("*"):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(b"\x00garbage")
+      damaged += 1
+  assert damaged
+  with pytest.raises(ckpt_lib.CheckpointError, match=str(tmp_path / "checkpoints" / "3")):
+    _run(tiny_config(**{"train.num_steps": 6}), tmp_path)
+
+
+def test_half_written_checkpoint_is_never_picked_up(tmp_path):
+  _run(tiny_config(**{"train.num_steps": 3}), tmp_path)
+  ckpts = tmp_path / "checkpoints"
+  # What a save cut off mid-write leaves: Orbax's temporary directory for a later step.
+  partial = ckpts / "5.orbax-checkpoint-tmp-1700000000000000"
+  shutil.copytree(ckpts / "3", partial)
+  (partial / "state" / "_METADATA").unlink(missing_ok=True)
+  result = _run(tiny_config(**{"train.num_steps": 6}), tmp_path)
+  assert result.losses and len(result.losses) == 3  # resumed from 3, not 5
+  assert not partial.exists()
