@@ -20,10 +20,6 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-TABLE_COLUMNS = ["recall@10", "ndcg@10", "mrr@10", "recall@50", "ndcg@50",
-                 "sampled100_hr@10", "sampled100_ndcg@10"]
-
-
 def initialize_distributed(cfg) -> None:
   """Joins a multi-process job when `config.distributed.coordinator_address` is set."""
   if not cfg.coordinator_address:
@@ -40,6 +36,7 @@ def initialize_distributed(cfg) -> None:
 
 def results_table(task, metrics: dict[str, float]) -> str:
   """Test metrics of the trained model next to the baselines the task knows."""
+  from recjax.metrics import TABLE_COLUMNS  # pylint: disable=g-import-not-at-top
   from recjax.train.metrics_writer import format_table  # pylint: disable=g-import-not-at-top
   rows = {f"{task.name} (test)": {k[len("test/"):]: v for k, v in metrics.items()
                                   if k.startswith("test/")}}
@@ -55,13 +52,18 @@ def main(argv) -> None:
   from recjax.train import trainer  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
+  if not FLAGS["verbosity"].present:  # Orbax and Grain log every file at INFO.
+    logging.set_verbosity(logging.WARNING)
   config = FLAGS.config
   try:
     config_lib.check_config(config)
   except ValueError as e:
     sys.exit(f"error in the experiment config: {e}")
   initialize_distributed(config.distributed)
-  task = build_task(config)
+  try:
+    task = build_task(config)
+  except (ValueError, FileNotFoundError) as e:  # bad dataset spec, files or values
+    sys.exit(f"error: {e}")
   logging.info("%s", task.data.summary())
   result = trainer.train_and_evaluate(config, task, FLAGS.workdir)
   if jax.process_index() == 0:
@@ -76,5 +78,14 @@ def main(argv) -> None:
         f.write(table + "\n")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a one-line error instead of a traceback for bad overrides."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    message = str(e).replace("\\n", " ").replace("\\'", "'").strip("'\"")
+    sys.exit(f"error in the command line ({type(e).__name__}): {message}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -13,6 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
+# Columns of the results table the command-line tools print.
+TABLE_COLUMNS = ["recall@10", "ndcg@10", "mrr@10", "recall@50", "ndcg@50",
+                 "sampled100_hr@10", "sampled100_ndcg@10"]
 
 
 def target_ranks(scores: jax.Array, targets: jax.Array) -> jax.Array:

@@ -169,33 +169,39 @@ class Tokenizer(abc.ABC):
 
   def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> Encoding:
     """Ids of `text` with the character span of each token (BOS/EOS get empty spans)."""
-    ids: list[int] = []
-    offsets: list[tuple[int, int]] = []
+    ids: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
     if add_bos:
-      ids.append(self.bos_id)
-      offsets.append((0, 0))
+      ids.append(np.array([self.bos_id], np.int32))
+      offsets.append(np.zeros((1, 2), np.int32))
     pos = 0
     if self._literal_re is not None:
       for m in self._literal_re.finditer(text):
         if m.group() not in self._added:
           continue
         self._encode_plain(text, pos, m.start(), ids, offsets)
-        ids.append(self._added[m.group()])
-        offsets.append((m.start(), m.end()))
+        ids.append(np.array([self._added[m.group()]], np.int32))
+        offsets.append(np.array([[m.start(), m.end()]], np.int32))
         pos = m.end()
     self._encode_plain(text, pos, len(text), ids, offsets)
     if add_eos:
-      ids.append(self.eos_id)
-      offsets.append((len(text), len(text)))
-    return Encoding(np.asarray(ids, np.int32),
-                    np.asarray(offsets, np.int32).reshape(-1, 2))
+      ids.append(np.array([self.eos_id], np.int32))
+      offsets.append(np.full((1, 2), len(text), np.int32))
+    if not ids:
+      return Encoding(np.zeros(0, np.int32), np.zeros((0, 2), np.int32))
+    return Encoding(np.concatenate(ids), np.concatenate(offsets))
 
   def _encode_plain(self, text, start, end, ids, offsets):
     if start >= end:
       return
-    piece_ids, piece_offsets = self._backend_encode(text[start:end])
-    ids.extend(piece_ids)
-    offsets.extend((start + b, start + e) for b, e in piece_offsets)
+    piece_ids, piece_offsets = self._backend_encode(text[start:end] if start or end < len(text)
+                                                    else text)
+    piece_ids = np.asarray(piece_ids, np.int32)
+    if not len(piece_ids):
+      return
+    piece_offsets = np.asarray(piece_offsets, np.int32).reshape(-1, 2)
+    ids.append(piece_ids)
+    offsets.append(piece_offsets + start if start else piece_offsets)
 
   def decode(self, ids: Sequence[int] | np.ndarray, skip_special: bool = False) -> str:
     """Text of `ids`; added special tokens are written as their strings unless skipped."""
@@ -241,7 +247,7 @@ class ByteTokenizer(Tokenizer):
     else:
       starts = np.repeat(np.arange(len(text), dtype=np.int32),
                          [len(c.encode("utf-8")) for c in text])
-    return ids.tolist(), list(zip(starts.tolist(), (starts + 1).tolist()))
+    return ids, np.stack([starts, starts + 1], axis=1)
 
   def _backend_decode(self, ids):
     data = bytes(i - self._OFFSET for i in ids if self._OFFSET <= i < self._OFFSET + 256)
@@ -411,6 +417,7 @@ def train_sentencepiece(texts: Iterable[str], output: str | os.PathLike, vocab_s
     output = output.with_suffix("")
   output.parent.mkdir(parents=True, exist_ok=True)
   model = io.BytesIO()
+  spm.set_random_generator_seed(seed)
   spm.SentencePieceTrainer.train(
       sentence_iterator=(t for t in texts if t.strip()),
       model_writer=model,
@@ -421,7 +428,6 @@ def train_sentencepiece(texts: Iterable[str], output: str | os.PathLike, vocab_s
       input_sentence_size=input_sentence_size,
       shuffle_input_sentence=True,
       seed_sentencepiece_size=1_000_000,
-      random_seed=seed,
       pad_id=0, unk_id=1, bos_id=2, eos_id=3,
       hard_vocab_limit=False,
       byte_fallback=True,

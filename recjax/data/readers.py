@@ -47,7 +47,6 @@ ML1M_OCCUPATIONS = (
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer")
 
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp", "-")
-ATOMIC_INTER_COLUMNS = ("user_id", "item_id", "item_id_list", "timestamp", "rating")
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 TEXT_JOIN_KEYS = ("file", "format", "sep", "columns", "encoding", "id_offset", "header",
                   "list_fields", "field", "optional")

@@ -78,7 +78,7 @@ def truncate_words(text: str, max_chars: int) -> str:
   cut = text[:max_chars + 1]
   space = cut.rfind(" ")
   out = cut[:space] if space > 0 else text[:max_chars]
-  return out.rstrip(" ,;:-/|")
+  return out.rstrip(" ,;:-/|&+")
 
 
 # ------------------------------------------------------------------------------------------------

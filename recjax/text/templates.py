@@ -172,3 +172,16 @@ def select(spec: str | Template | Iterable[str | Template]) -> list[Template]:
 def held_out_names() -> Sequence[str]:
   """Names of the held-out (zero-shot evaluation) templates."""
   return [t.name for t in TEMPLATES if t.held_out]
+
+
+# Readable domain tags rendered as {domain}; datasets not listed use their registry name.
+DOMAIN_NAMES = {
+    "amazon_office": "Amazon Office Products",
+    "amazon_scientific": "Amazon Industrial and Scientific",
+    "amazon_games6k": "Amazon Video Games",
+    "amazon_video": "Amazon Video Games",
+    "amazon_beauty": "Amazon Beauty",
+    "ml-100k": "MovieLens",
+    "ml-1m": "MovieLens",
+    "ml-1m-pos": "MovieLens",
+}

@@ -1,0 +1,254 @@
+"""Grain pipelines from text corpora to fixed-length token batches.
+
+  documents (UserCorpus / ItemCorpus / Mixture; random access)
+    -> global shuffle (seeded; reshuffled every epoch) -> this host's shard (index::count)
+    -> repeat -> tokenize with entity arrays -> truncate to seq_len
+    -> pack (first-fit, like MaxText) or pad -> batch -> [multiprocess prefetch]
+
+Every batch is a dict of int32 arrays [batch, seq_len]:
+  tokens            token ids (padding: tokenizer.pad_id)
+  segment_ids       1, 2, ... per packed document in a row; 0 on padding
+  positions         0, 1, ... restarting at every document
+  loss_mask         1 where the LM loss counts (targets; every token of plain documents)
+  entity_ids        k inside the k-th entity of its document (unique only with segment_ids)
+  entity_positions  1..n inside an entity (intra-entity position), 0 elsewhere
+  entity_kinds      render.ENTITY_KINDS code, 0 outside entities
+  domain_ids        the document's domain (mixture index; 0 for a single corpus)
+plus, with `target_len > 0` (CALRec's item tower), `target_tokens`, `target_segment_ids` and
+`target_positions` [batch, target_len]: the target item's text alone, packed in the same row and
+under the same segment id as the document it belongs to.
+
+Truncation (the only way a token is lost): a document longer than `seq_len` keeps its first
+`seq_len` tokens; a target longer than `target_len` keeps its first `target_len` tokens. Build
+corpora with `max_tokens <= seq_len` so histories are shortened by whole items instead.
+The iterator is checkpointable (`get_state`/`set_state`) and deterministic for a seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from recjax.text import render
+
+SEQUENCE_FEATURES = ("tokens", "loss_mask", "entity_ids", "entity_positions", "entity_kinds",
+                     "domain_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Knobs of `make_text_dataset`."""
+
+  seq_len: int = 512  # tokens per row; MaxText-style packed rows
+  batch_size: int = 8  # rows per batch on this host
+  pack: bool = True  # first-fit packing of several documents per row (False: one per row)
+  num_packing_bins: int = 0  # rows packed at once; 0 -> batch_size. More bins, less padding
+  shuffle: bool = True  # global, seeded shuffle of documents, different every epoch
+  seed: int = 0
+  num_epochs: int | None = 1  # None repeats forever (use this for multi-host training)
+  drop_remainder: bool = True  # drop a last partial batch (keeps shapes static under jit)
+  even_shards: bool = True  # drop the < shard_count last documents so hosts get equal counts
+  add_bos: bool = True
+  add_eos: bool = True
+  target_len: int = 0  # > 0: also emit target_tokens (the target item's text alone)
+  read_threads: int = 0  # threads of to_iter_dataset; 0 = tokenize in the consumer thread
+  worker_count: int = 0  # > 0: tokenize/pack in this many processes (grain mp_prefetch)
+  worker_buffer_size: int = 2
+
+
+class EncodeDocument(grain.transforms.Map):
+  """Document -> token-level arrays (see module docstring), truncated to `seq_len`."""
+
+  def __init__(self, tokenizer, seq_len: int, add_bos: bool = True, add_eos: bool = True,
+               target_len: int = 0, domain_id: int = 0):
+    self.tokenizer, self.seq_len = tokenizer, seq_len
+    self.add_bos, self.add_eos = add_bos, add_eos
+    self.target_len, self.domain_id = target_len, domain_id
+
+  def map(self, doc: render.Document) -> dict[str, np.ndarray]:
+    arrays = render.encode_document(doc, self.tokenizer, self.add_bos, self.add_eos)
+    arrays.pop("entity_spans")
+    domain = doc.meta.get("domain_id", self.domain_id)
+    arrays["domain_ids"] = np.full(len(arrays["tokens"]), domain, np.int32)
+    out = {k: v[:self.seq_len] for k, v in arrays.items()}
+    if self.target_len:
+      text = doc.meta.get("target_text", "")
+      enc = self.tokenizer.encode(text, add_bos=False, add_eos=False)
+      ids = enc.ids[:self.target_len]
+      # An empty target still takes one slot so that the row structure stays aligned.
+      out["target_tokens"] = ids if len(ids) else np.array([self.tokenizer.pad_id], np.int32)
+    return out
+
+
+def _pad_one(example: dict[str, np.ndarray], seq_len: int, target_len: int,
+             pad_id: int) -> dict[str, np.ndarray]:
+  """One document per row: pad to length, segment id 1 on real tokens."""
+  n = len(example["tokens"])
+  out = {}
+  for k in SEQUENCE_FEATURES:
+    row = np.full(seq_len, pad_id if k == "tokens" else 0, np.int32)
+    row[:n] = example[k]
+    out[k] = row
+  out["segment_ids"] = (np.arange(seq_len) < n).astype(np.int32)
+  out["positions"] = np.where(out["segment_ids"], np.arange(seq_len), 0).astype(np.int32)
+  if target_len:
+    t = example["target_tokens"]
+    out["target_tokens"] = np.full(target_len, pad_id, np.int32)
+    out["target_tokens"][:len(t)] = t
+    out["target_segment_ids"] = (np.arange(target_len) < len(t)).astype(np.int32)
+    out["target_positions"] = np.where(out["target_segment_ids"], np.arange(target_len),
+                                       0).astype(np.int32)
+  return out
+
+
+def _rename_packed(example: dict[str, Any]) -> dict[str, np.ndarray]:
+  out = {k: np.asarray(example[k], np.int32) for k in SEQUENCE_FEATURES}
+  out["segment_ids"] = example["tokens_segment_ids"]
+  out["positions"] = example["tokens_positions"]
+  if "target_tokens" in example:
+    out["target_tokens"] = np.asarray(example["target_tokens"], np.int32)
+    out["target_segment_ids"] = example["target_tokens_segment_ids"]
+    out["target_positions"] = example["target_tokens_positions"]
+  return out
+
+
+def shard_documents(source: Sequence[Any] | grain.MapDataset, config: PipelineConfig,
+                    shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
+  """The (shuffled, repeated) documents of one host: disjoint across hosts, covering all."""
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
+  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
+  if config.shuffle:
+    ds = ds.shuffle(seed=config.seed)
+  if config.even_shards and shard_count > 1:
+    ds = ds[:len(ds) - len(ds) % shard_count]
+  ds = ds[shard_index::shard_count]
+  if config.num_epochs != 1:
+    ds = ds.repeat(config.num_epochs)
+  return ds
+
+
+def make_text_dataset(source: Sequence[Any] | grain.MapDataset, tokenizer,
+                      config: PipelineConfig = PipelineConfig(), shard_index: int = 0,
+                      shard_count: int = 1) -> grain.IterDataset:
+  """Batches of packed (or padded) token rows from a random-access corpus of Documents.
+
+  Args:
+    source: a corpus (len + getitem returning `render.Document`), or a MapDataset of them.
+    tokenizer: a recjax.tokenizer.Tokenizer (the one the corpus budgeted with, if any).
+    config: pipeline knobs.
+    shard_index: this host's index, e.g. `jax.process_index()`.
+    shard_count: number of hosts, e.g. `jax.process_count()`.
+
+  Returns:
+    A Grain IterDataset; `iter(ds)` is a checkpointable DatasetIterator.
+  """
+  ds = shard_documents(source, config, shard_index, shard_count)
+  ds = ds.map(EncodeDocument(tokenizer, config.seq_len, config.add_bos, config.add_eos,
+                             config.target_len))
+  read = grain.ReadOptions(num_threads=config.read_threads,
+                           prefetch_buffer_size=max(1, 4 * config.read_threads))
+  it = ds.to_iter_dataset(read_options=read)
+  pad_id = int(tokenizer.pad_id)
+  if config.pack:
+    length_struct = {k: config.seq_len for k in SEQUENCE_FEATURES}
+    if config.target_len:
+      length_struct["target_tokens"] = config.target_len
+    padding = {k: (pad_id if k in ("tokens", "target_tokens") else 0) for k in length_struct}
+    it = grain.experimental.FirstFitPackIterDataset(
+        it,
+        length_struct=length_struct,
+        num_packing_bins=config.num_packing_bins or config.batch_size,
+        shuffle_bins=False,
+        meta_features=[k for k in SEQUENCE_FEATURES if k != "tokens"],
+        padding_struct=padding,
+    )
+    it = it.map(_rename_packed)
+  else:
+    it = it.map(functools.partial(_pad_one, seq_len=config.seq_len,
+                                  target_len=config.target_len, pad_id=pad_id))
+  it = it.batch(config.batch_size, drop_remainder=config.drop_remainder)
+  if config.worker_count > 0:
+    _mark_flags_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size))
+  return it
+
+
+def _mark_flags_parsed():
+  """Grain workers read absl flags; unparsed flags raise UnparsedFlagAccessError there."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def default_config():
+  """The `config.text` block of LM experiment configs, every knob at its recommended value."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      templates="calrec",      # template names/families (recjax.text.templates.select).
+      targets="last",          # "last": one example per user; "all": every training position.
+      tokenizer="byte",        # "byte", a SentencePiece .model or an HF tokenizer.json.
+      semantic_codes=0,        # REC0..REC{n-1} special tokens to register (0: none).
+      item_fields="title,brand,categories",  # item fields written in mentions, in order.
+      item_max_chars=200,      # total characters per item mention (cut at a word boundary).
+      max_history_items=50,    # most recent items a history may show.
+      num_candidates=19,       # negatives beside the positive in candidate prompts.
+      seq_len=512,             # tokens per packed row; also the per-document token budget.
+      batch_size=8,            # rows per batch per host.
+      pack=True,               # pack several documents per row (segment ids / positions).
+      target_len=0,            # > 0: also emit the target item's text alone (CALRec item tower).
+      worker_count=0,          # Grain worker processes for tokenizing/packing (0: in-process).
+      mixture=[],              # [{"dataset": {...}, "rate": r, "tag": t}, ...]; [] = config.data.
+  ))
+
+
+def build_tokenizer(text_config):
+  """The tokenizer named by `config.text` with recjax's special tokens registered."""
+  from recjax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  return tokenizer_lib.load_tokenizer(
+      text_config.tokenizer,
+      tokenizer_lib.SpecialTokens(num_semantic_codes=int(text_config.semantic_codes)))
+
+
+def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None = None):
+  """The corpus an experiment config describes: `config.text` over `config.data` (or a mixture).
+
+  Returns a `render.UserCorpus` for a single dataset, or a `mixture.Mixture` when
+  `config.text.mixture` lists domains (then `part` must be "train"; evaluate per domain with
+  `mixture.domains[i].eval_corpus(part)`).
+  """
+  # pylint: disable=g-import-not-at-top
+  from recjax.data import registry
+  from recjax.data import splits as splits_lib
+  from recjax.text import item_text
+  from recjax.text import mixture as mixture_lib
+  from recjax.text import templates as templates_lib
+  # pylint: enable=g-import-not-at-top
+  text = config.text
+  seed = config.get("seed", 0) if seed is None else seed
+  item_config = item_text.ItemTextConfig(
+      fields=tuple(f for f in str(text.item_fields).split(",") if f),
+      total_max_chars=int(text.item_max_chars))
+  kwargs = dict(templates=text.templates, targets=text.targets, tokenizer=tokenizer,
+                max_tokens=int(text.seq_len) if tokenizer is not None else None,
+                max_history_items=int(text.max_history_items),
+                num_candidates=int(text.num_candidates))
+  root = config.data.get("root", "") or None
+  if text.mixture:
+    if part != "train":
+      raise ValueError("a mixture is a training corpus; evaluate per domain instead")
+    specs = [dict(s) for s in text.mixture]
+    return mixture_lib.build_mixture(specs, root, split=config.data.split,
+                                     item_config=item_config, seed=seed, **kwargs)
+  spec = config.data.dataset
+  spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+  data = registry.load_dataset(spec, root)
+  data_split = splits_lib.make_split(data, config.data.split)
+  catalogue = item_text.ItemCatalogue.build(data, item_config, tokenizer)
+  domain = templates_lib.DOMAIN_NAMES.get(spec.get("name", ""), data.name)
+  return render.UserCorpus(data, data_split, part=part, catalogue=catalogue, domain=domain,
+                           seed=seed, **kwargs)

@@ -1,0 +1,466 @@
+"""User histories, prompts and items rendered as text with entity spans.
+
+A `Document` is text plus the character span of every entity in it: each item mention, the user
+id and each user-feature value. `encode_document` maps the spans to tokens through the
+tokenizer's offsets, so objectives can mask whole entities (GLM) and number positions inside them
+(RecSysLLM's intra-entity positions), and pool over history or target tokens (CALRec).
+
+Corpora are random-access (len + getitem), deterministic for a seed, and therefore usable
+directly as Grain `MapDataset` sources:
+- `UserCorpus`: one example per (user, target position) of a split part, rendered by templates.
+  Training examples are built from `Split.train` only: the history is the training prefix before
+  the target and the target is in the prefix, so validation/test targets never appear.
+- `ItemCorpus`: one document per catalogue item.
+"""
+from __future__ import annotations
+
+import dataclasses
+import string
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from recjax.data.canonical import InteractionData
+from recjax.data.splits import Split
+from recjax.text import templates as templates_lib
+from recjax.text.item_text import ItemCatalogue, ItemTextConfig
+
+# Entity kinds and their integer codes in `entity_kinds` (0 = not in an entity).
+ENTITY_KINDS = {"item": 1, "user": 2, "user_feature": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+  """A group of characters that objectives treat as one unit."""
+
+  text: str
+  kind: str  # a key of ENTITY_KINDS
+  role: str = ""  # items: "history", "target", "candidate"
+  item: int = 0  # internal item id for item mentions
+  name: str = ""  # feature name for user features
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+  """Where an entity sits in a document's text: characters [start, end)."""
+
+  start: int
+  end: int
+  kind: str
+  role: str = ""
+  item: int = 0
+  name: str = ""
+
+
+@dataclasses.dataclass
+class Document:
+  """Rendered text; loss applies to characters from `target_start` on.
+
+  `target_start == 0`: a plain document (loss everywhere). Evaluation prompts have
+  `target_start == len(text)` and the held-out answer in `meta["target_item"]`/`["target_text"]`.
+  """
+
+  text: str
+  spans: tuple[Span, ...]
+  target_start: int
+  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # The tokenizer's Encoding of `text` and the (add_bos, add_eos) it was made with, when the
+  # corpus already computed it (token budgets); `encode_document` reuses it.
+  encoding: Any = None
+  encoding_flags: tuple[bool, bool] | None = None
+
+  def marked(self, left: str = "⟦", right: str = "⟧") -> str:
+    """The text with every entity bracketed, for inspection."""
+    out, pos = [], 0
+    for s in self.spans:
+      out += [self.text[pos:s.start], left, self.text[s.start:s.end], right]
+      pos = s.end
+    out.append(self.text[pos:])
+    return "".join(out)
+
+
+Piece = str | Entity
+
+
+def render_format(fmt: str, fields: Mapping[str, Piece | Sequence[Piece]],
+                  offset: int = 0) -> tuple[str, list[Span]]:
+  """Formats `fmt` whose fields are strings, entities or lists of both; records entity spans.
+
+  Spans are relative to a text that starts at character `offset`.
+  """
+  out: list[str] = []
+  spans: list[Span] = []
+  pos = offset
+  for literal, name, _, _ in string.Formatter().parse(fmt):
+    out.append(literal)
+    pos += len(literal)
+    if name is None:
+      continue
+    if name not in fields:
+      raise KeyError(f"template field {{{name}}} has no value (template: {fmt!r})")
+    value = fields[name]
+    for piece in (value if isinstance(value, (list, tuple)) else [value]):
+      if isinstance(piece, Entity):
+        spans.append(Span(pos, pos + len(piece.text), piece.kind, piece.role, piece.item,
+                          piece.name))
+        text = piece.text
+      else:
+        text = str(piece)
+      out.append(text)
+      pos += len(text)
+  return "".join(out), spans
+
+
+def render_list(entities: Sequence[Entity], item_fmt: str, sep: str) -> list[Piece]:
+  """Pieces of a list of entities, each written with `item_fmt` ({index}, {item})."""
+  pieces: list[Piece] = []
+  for index, entity in enumerate(entities, start=1):
+    if index > 1:
+      pieces.append(sep)
+    for literal, name, _, _ in string.Formatter().parse(item_fmt):
+      if literal:
+        pieces.append(literal)
+      if name == "item":
+        pieces.append(entity)
+      elif name == "index":
+        pieces.append(str(index))
+      elif name is not None:
+        raise KeyError(f"list item field {{{name}}} unknown (use {{item}} and {{index}})")
+  return pieces
+
+
+def render_template(template: templates_lib.Template,
+                    fields: Mapping[str, Piece | Sequence[Piece]],
+                    with_target: bool = True) -> Document:
+  """Renders prompt (+ target) of `template`; the target's characters start at `target_start`."""
+  prompt, spans = render_format(template.prompt, fields)
+  if not template.has_target:
+    return Document(prompt, tuple(spans), 0)
+  if not with_target:
+    return Document(prompt, tuple(spans), len(prompt))
+  target, target_spans = render_format(template.target, fields, offset=len(prompt))
+  return Document(prompt + target, tuple(spans + target_spans), len(prompt))
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokens.
+
+
+def encode_document(doc: Document, tokenizer, add_bos: bool = True,
+                    add_eos: bool = True) -> dict[str, np.ndarray]:
+  """Token-level arrays of a document.
+
+  Returns:
+    tokens: int32 [n].
+    loss_mask: int32 [n], 1 on tokens overlapping the target (and on EOS when there is a
+      target); all 1 except BOS for plain documents.
+    entity_ids: int32 [n], k (1-based, in text order) inside the k-th entity, else 0.
+    entity_positions: int32 [n], 1..len inside an entity, else 0 (intra-entity position).
+    entity_kinds: int32 [n], ENTITY_KINDS code of the entity, else 0.
+    entity_spans: int32 [num_entities, 2], token [start, end) of each entity.
+  """
+  enc = doc.encoding
+  if enc is None or doc.encoding_flags != (add_bos, add_eos):
+    enc = tokenizer.encode(doc.text, add_bos=add_bos, add_eos=add_eos)
+  ids, offsets = enc.ids, enc.offsets
+  n = len(ids)
+  starts, ends = offsets[:, 0], offsets[:, 1]
+  has_target = doc.target_start < len(doc.text)
+  loss = (ends > doc.target_start) if has_target else np.zeros(n, bool)
+  if has_target and add_eos and n:
+    loss[-1] = True
+  if add_bos and n:
+    loss[0] = False
+  entity_ids = np.zeros(n, np.int32)
+  entity_positions = np.zeros(n, np.int32)
+  entity_kinds = np.zeros(n, np.int32)
+  token_spans = np.zeros((len(doc.spans), 2), np.int32)
+  if doc.spans:
+    span_starts = np.array([s.start for s in doc.spans])
+    span_ends = np.array([s.end for s in doc.spans])
+    # Token t overlaps [s, e) iff ends[t] > s and starts[t] < e. Zero-width tokens (BOS/EOS)
+    # never belong to an entity.
+    real = ends > starts
+    ends_real = np.where(real, ends, -1)
+    first = np.searchsorted(np.maximum.accumulate(ends_real), span_starts, side="right")
+    last = np.searchsorted(starts, span_ends, side="left")
+    prev_end = 0
+    for k, (a, b) in enumerate(zip(first.tolist(), last.tolist())):
+      a = max(a, prev_end)  # a token straddling two entities belongs to the first
+      b = max(a, b)
+      token_spans[k] = (a, b)
+      entity_ids[a:b] = k + 1
+      entity_positions[a:b] = np.arange(1, b - a + 1)
+      entity_kinds[a:b] = ENTITY_KINDS[doc.spans[k].kind]
+      prev_end = b
+  return {
+      "tokens": ids.astype(np.int32),
+      "loss_mask": loss.astype(np.int32),
+      "entity_ids": entity_ids,
+      "entity_positions": entity_positions,
+      "entity_kinds": entity_kinds,
+      "entity_spans": token_spans,
+  }
+
+
+# ------------------------------------------------------------------------------------------------
+# Corpora.
+
+
+def _user_pieces(data: InteractionData, user: int, with_features: bool) -> list[Piece]:
+  pieces: list[Piece] = [Entity(f"user_{data.user_ids[user]}", "user")]
+  if with_features and data.user_features:
+    pieces.append(" (")
+    for k, (name, column) in enumerate(sorted(data.user_features.items())):
+      if k:
+        pieces.append(", ")
+      pieces += [f"{name}: ", Entity(str(column[user]), "user_feature", name=name)]
+    pieces.append(")")
+  return pieces
+
+
+class UserCorpus:
+  """Templated user examples from one part ("train", "valid", "test") of a split.
+
+  Train examples: for `targets="last"` one per training user with at least 2 training items
+  (target = last training item); for `targets="all"` one per training position >= 1. Templates
+  without a target render the history up to and including that position as a plain document.
+  Valid/test examples: the evaluation history and, in `meta`, the held-out target (the prompt
+  text never contains it).
+
+  Each example uses one template: drawn per example from `templates` (`template_choice=
+  "random"`, seeded), or every template in turn (`"all"`, multiplying the length).
+  History: the `max_history_items` most recent items, then, with a tokenizer and `max_tokens`,
+  the most recent ones that fit the token budget together with BOS/EOS; entities are never cut.
+  Candidates (direct family): the positive plus `num_candidates` negatives drawn uniformly from
+  the items the user never interacted with (in any split).
+  """
+
+  def __init__(self, data: InteractionData, split: Split,
+               templates: str | Iterable[str | templates_lib.Template] = "calrec",
+               part: str = "train", targets: str = "last",
+               catalogue: ItemCatalogue | None = None, tokenizer=None,
+               max_tokens: int | None = None, max_history_items: int = 50,
+               num_candidates: int = 19, domain: str | None = None,
+               extras: Mapping[str, np.ndarray] | None = None, user_features: bool = True,
+               template_choice: str = "random", seed: int = 0, add_bos: bool = True,
+               add_eos: bool = True):
+    if part not in ("train", "valid", "test"):
+      raise ValueError(f"part must be train, valid or test, got {part!r}")
+    if targets not in ("last", "all"):
+      raise ValueError(f"targets must be 'last' or 'all', got {targets!r}")
+    if template_choice not in ("random", "all"):
+      raise ValueError(f"template_choice must be 'random' or 'all', got {template_choice!r}")
+    self.data, self.split, self.part = data, split, part
+    self.catalogue = catalogue or ItemCatalogue.build(data, ItemTextConfig())
+    self.tokenizer, self.max_tokens = tokenizer, max_tokens
+    self.max_history_items = max_history_items
+    self.num_candidates = num_candidates
+    self.domain = domain or data.name
+    self.extras = dict(extras or {})
+    self.user_features = user_features
+    self.template_choice, self.seed = template_choice, seed
+    self.add_bos, self.add_eos = add_bos, add_eos
+
+    wanted = templates_lib.select(templates)
+    self.skipped = {t.name: f"needs {[n for n in t.needs if n not in self.extras]}"
+                    for t in wanted if any(n not in self.extras for n in t.needs)}
+    if part != "train":
+      self.skipped.update({t.name: "has no target to evaluate" for t in wanted
+                           if not t.has_target})
+    self.templates = [t for t in wanted if t.name not in self.skipped]
+    if not self.templates:
+      raise ValueError(f"no usable template among {[t.name for t in wanted]}: {self.skipped}")
+    for name, column in self.extras.items():
+      if len(column) != data.num_interactions:
+        raise ValueError(f"extra {name!r} has {len(column)} values, expected one per "
+                         f"interaction ({data.num_interactions})")
+
+    if part == "train":
+      lengths = split.train.lengths
+      if targets == "last":
+        rows = np.flatnonzero(lengths >= 2)
+        positions = lengths[rows] - 1
+      else:
+        rows = np.repeat(np.arange(len(lengths)), np.maximum(lengths - 1, 0))
+        starts = np.repeat(np.cumsum(np.maximum(lengths - 1, 0)) - np.maximum(lengths - 1, 0),
+                           np.maximum(lengths - 1, 0))
+        positions = np.arange(len(rows)) - starts + 1
+      self._rows, self._positions = rows.astype(np.int64), positions.astype(np.int64)
+    else:
+      eval_set = split.valid if part == "valid" else split.test
+      keep = np.flatnonzero(eval_set.histories.lengths >= 1)
+      self._rows, self._positions = keep.astype(np.int64), np.zeros(len(keep), np.int64)
+
+    if tokenizer is not None and max_tokens:
+      self._item_tokens = (self.catalogue.token_lengths()
+                           if self.catalogue.tokens is not None else
+                           np.array([len(tokenizer.encode(t).ids) for t in self.catalogue.texts]))
+
+  @property
+  def num_base_examples(self) -> int:
+    return len(self._rows)
+
+  def __len__(self) -> int:
+    n = len(self._rows)
+    return n * len(self.templates) if self.template_choice == "all" else n
+
+  def _locate(self, index: int, rng: np.random.Generator):
+    if self.template_choice == "all":
+      base, t = divmod(index, len(self.templates))
+    else:
+      base, t = index, int(rng.integers(len(self.templates))) if len(self.templates) > 1 else 0
+    return base, self.templates[t]
+
+  def example(self, index: int) -> tuple[int, np.ndarray, int, int]:
+    """(user row in data, full available history oldest first, target item or 0, global
+    interaction index of the target or -1) of base example `index`."""
+    row = int(self._rows[index])
+    if self.part == "train":
+      pos = int(self._positions[index])
+      user = int(self.split.train_users[row])
+      seq = self.split.train[row]
+      return user, seq[:pos], int(seq[pos]), int(self.data.sequences.offsets[user]) + pos
+    eval_set = self.split.valid if self.part == "valid" else self.split.test
+    user = int(eval_set.users[row])
+    history = eval_set.histories[row]
+    return user, history, int(eval_set.targets[row]), -1
+
+  def _item(self, item: int, role: str) -> Entity:
+    return Entity(self.catalogue.texts[item], "item", role, item)
+
+  def _negatives(self, user: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    seen = self.data.sequences[user]
+    num_items = self.catalogue.num_items
+    if num_items - len(np.unique(seen)) < count:
+      raise ValueError(f"user {user} has too few unseen items for {count} negatives")
+    out = np.zeros(0, np.int64)
+    while len(out) < count:
+      draw = rng.integers(1, num_items + 1, size=2 * count + 8)
+      draw = draw[~np.isin(draw, seen)]
+      out = np.concatenate([out, draw])
+      _, first = np.unique(out, return_index=True)
+      out = out[np.sort(first)]
+    return out[:count]
+
+  def __getitem__(self, index: int) -> Document:
+    return self.render_example(index)
+
+  def render_example(self, index: int, num_history_items: int | None = None) -> Document:
+    """Example `index`; with `num_history_items`, exactly that many most recent items (capped
+    by what is available) instead of the token-budgeted number."""
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    rng = np.random.default_rng([self.seed, int(index)])
+    base, template = self._locate(int(index), rng)
+    user, history, target, interaction = self.example(base)
+    if not template.has_target:  # plain document over everything up to the target position
+      history, target = np.append(history, target), 0
+    history = history[-self.max_history_items:] if self.max_history_items else history[:0]
+
+    fields: dict[str, Any] = {
+        "user": _user_pieces(self.data, user, self.user_features),
+        "domain": self.domain,
+    }
+    if target:
+      fields["target"] = self._item(target, "target")
+      fields["item"] = fields["target"]
+    fields_used = template.fields
+    if "candidates" in fields_used:
+      negatives = [self._item(i, "candidate")
+                   for i in self._negatives(user, self.num_candidates, rng)]
+      cands = negatives + [fields["target"]]
+      order = rng.permutation(len(cands))
+      fields["candidates"] = render_list([cands[i] for i in order], template.list_item,
+                                         template.list_sep)
+    if "answer" in fields_used:
+      if rng.random() < 0.5:
+        fields["answer"] = "yes"
+      else:
+        fields["answer"] = "no"
+        fields["item"] = self._item(int(self._negatives(user, 1, rng)[0]), "candidate")
+    for name in template.needs:
+      value = self.extras[name][interaction]
+      fields[name] = f"{float(value):g}" if name == "rating" else str(value)
+    target_text = render_format(template.target, fields)[0] if template.has_target else ""
+
+    def render(history_items):
+      fields["history"] = render_list([self._item(int(i), "history") for i in history_items],
+                                      template.list_item, template.list_sep)
+      return render_template(template, fields, with_target=self.part == "train")
+
+    if num_history_items is not None:
+      doc = render(history[len(history) - min(num_history_items, len(history)):])
+      enc = None if self.tokenizer is None else self.tokenizer.encode(
+          doc.text, add_bos=self.add_bos, add_eos=self.add_eos)
+    else:
+      doc, enc = self._fit(render, history)
+    if enc is not None:
+      doc.encoding, doc.encoding_flags = enc, (self.add_bos, self.add_eos)
+    doc.meta = {"user": user, "domain": self.domain, "template": template.name,
+                "family": template.family, "held_out": template.held_out,
+                "target_item": target, "target_text": target_text, "index": int(index),
+                "history_items": sum(s.role == "history" for s in doc.spans),
+                "available_history_items": len(history) if "history" in fields_used else 0}
+    return doc
+
+  def _fit(self, render, history: np.ndarray):
+    """Renders with the most recent items of `history` that fit the token budget."""
+    if self.tokenizer is None:
+      return render(history), None
+    encode = lambda d: self.tokenizer.encode(d.text, add_bos=self.add_bos, add_eos=self.add_eos)
+    doc = render(history)
+    enc = encode(doc)
+    if not self.max_tokens or len(enc.ids) <= self.max_tokens or not len(history):
+      return doc, enc
+    # Estimate how many of the most recent items fit, then correct on real token counts: down
+    # until it fits, then up while one more item still fits.
+    base_doc = render(history[:0])
+    base_enc = encode(base_doc)
+    costs = np.cumsum(self._item_tokens[history[::-1]] + 1)
+    keep = int(np.searchsorted(costs, self.max_tokens - len(base_enc.ids), side="right"))
+    keep = min(max(keep, 1), len(history) - 1)
+    best = (base_doc, base_enc)
+    tried = {0: True, len(history): False}
+    while keep not in tried:
+      doc = render(history[len(history) - keep:])
+      enc = encode(doc)
+      tried[keep] = len(enc.ids) <= self.max_tokens
+      if tried[keep]:
+        best = (doc, enc)
+        keep += 1
+      else:
+        keep -= 1
+    return best
+
+
+class ItemCorpus:
+  """One document per catalogue item (ids 1..N), rendered by the `item` family templates."""
+
+  def __init__(self, data: InteractionData, catalogue: ItemCatalogue | None = None,
+               templates: str | Iterable[str | templates_lib.Template] = "item_text",
+               domain: str | None = None, seed: int = 0):
+    self.data = data
+    self.catalogue = catalogue or ItemCatalogue.build(data, ItemTextConfig.full())
+    self.templates = templates_lib.select(templates)
+    bad = [t.name for t in self.templates if t.fields - {"item", "domain"}]
+    if bad:
+      raise ValueError(f"item corpus templates may use only {{item}} and {{domain}}: {bad}")
+    self.domain = domain or data.name
+    self.seed = seed
+
+  def __len__(self) -> int:
+    return self.catalogue.num_items
+
+  def __getitem__(self, index: int) -> Document:
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    item = int(index) + 1
+    rng = np.random.default_rng([self.seed, item])
+    template = self.templates[int(rng.integers(len(self.templates)))]
+    fields = {"item": Entity(self.catalogue.texts[item], "item", "target", item),
+              "domain": self.domain, "target": ""}
+    doc = render_template(template, fields)
+    doc.meta = {"item": item, "domain": self.domain, "template": template.name,
+                "family": template.family, "held_out": template.held_out, "index": int(index)}
+    return doc
