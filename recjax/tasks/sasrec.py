@@ -72,12 +72,14 @@ class SASRecTask:
   def loss(self, model: SASRec, batch: Mapping[str, jax.Array], rngs: nnx.Rngs):
     hidden = model(batch["inputs"], rngs=rngs)
     targets = batch["targets"]
-    valid = (targets > 0).astype(jnp.float32)
+    valid = targets > 0
     name = self.config.loss.name
     if name == "ce":
       logits = jnp.einsum("btd,id->bti", hidden, model.item_table()).astype(jnp.float32)
       logits = logits.at[..., 0].set(-jnp.inf)
-      per_pos = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+      # Padding positions get a real label so neither the loss nor its gradient is inf there.
+      per_pos = optax.softmax_cross_entropy_with_integer_labels(
+          logits, jnp.where(valid, targets, 1))
     else:
       pos = model.score(hidden, targets[..., None]).astype(jnp.float32)  # [B, T, 1]
       neg = model.score(hidden, batch["negatives"]).astype(jnp.float32)  # [B, T, N]
@@ -92,8 +94,9 @@ class SASRecTask:
           beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
         per_pos = (-beta * jax.nn.log_sigmoid(pos[..., 0])
                    - jnp.sum(jax.nn.log_sigmoid(-neg), axis=-1))
-    loss_sum = jnp.sum(per_pos * valid)
-    return loss_sum, jnp.sum(valid), {}
+    # where, not multiply: a padding position's loss may be inf, and inf * 0 is NaN.
+    loss_sum = jnp.sum(jnp.where(valid, per_pos, 0.0))
+    return loss_sum, jnp.sum(valid.astype(jnp.float32)), {}
 
   def evaluate(self, model: SASRec, split: str, mesh) -> dict[str, float]:
     eval_set = self._eval_set(split)

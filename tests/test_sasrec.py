@@ -1,0 +1,74 @@
+"""SASRec model, losses and ranking metrics."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from recjax import metrics
+from recjax.models.sasrec import SASRec, SASRecConfig
+from tests.trainer_utils import tiny_config, tiny_task
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_trimmed_batch_equals_full_width(norm):
+  model = SASRec(SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, norm=norm),
+                 nnx.Rngs(0))
+  model.eval()
+  rng = np.random.default_rng(0)
+  full = np.zeros((3, 16), np.int32)
+  for r, n in enumerate([2, 5, 7]):
+    full[r, 16 - n:] = rng.integers(1, 31, n)
+  trimmed = full[:, -8:]
+  np.testing.assert_allclose(model(jnp.asarray(full))[:, -8:], model(jnp.asarray(trimmed)),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_causal_a_later_item_does_not_change_earlier_states():
+  model = SASRec(SASRecConfig(num_items=30, max_len=8, hidden=8), nnx.Rngs(0))
+  model.eval()
+  a = jnp.asarray([[0, 0, 3, 4, 5, 6, 7, 8]])
+  b = a.at[0, -1].set(9)
+  np.testing.assert_allclose(model(a)[:, :-1], model(b)[:, :-1], atol=1e-6)
+  assert not np.allclose(model(a)[:, -1], model(b)[:, -1])
+
+
+def test_gbce_with_t0_is_bce_and_every_loss_is_finite():
+  losses = {}
+  for name, extra in [("bce", {}), ("gbce", {"loss.gbce_t": 0.0}), ("sampled_softmax", {}),
+                      ("ce", {})]:
+    config = tiny_config(**{"loss.name": name, "loss.num_negatives": 4, **extra})
+    task = tiny_task(config)
+    model = task.build_model(nnx.Rngs(0))
+    model.eval()
+    batch = next(iter(task.train_data(0, 1)))
+    loss_sum, weight, _ = task.loss(model, {k: jnp.asarray(v) for k, v in batch.items()},
+                                    nnx.Rngs(0))
+    losses[name] = float(loss_sum / weight)
+    assert np.isfinite(losses[name]) and float(weight) > 0
+  assert losses["gbce"] == pytest.approx(losses["bce"], rel=1e-6)
+
+
+def test_ranking_metrics_by_hand():
+  scores = jnp.asarray([[0.1, 0.9, 0.5, 0.3], [0.4, 0.4, 0.4, 0.4], [0.0, 0.2, 0.1, 0.3]])
+  ranks = np.asarray(metrics.target_ranks(scores, jnp.asarray([2, 0, 3])))
+  np.testing.assert_array_equal(ranks, [1, 3, 0])  # ties count against the target
+  m = metrics.ranking_metrics(ranks, ks=(1, 2))
+  assert m["recall@1"] == pytest.approx(1 / 3)
+  assert m["recall@2"] == pytest.approx(2 / 3)
+  assert m["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1) / 3)
+  assert m["mrr@2"] == pytest.approx((0.5 + 1) / 3)
+
+
+def test_exclude_history_removes_seen_items_from_the_ranking():
+  config = tiny_config(**{"eval.exclude_history": True, "eval.sampled_negatives": 0})
+  task = tiny_task(config)
+  model = task.build_model(nnx.Rngs(0))
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
+                           ("data", "fsdp", "tensor"))
+  with_history = task.evaluate(model, "test", mesh)
+  task.config.eval.exclude_history = False
+  without = task.evaluate(model, "test", mesh)
+  assert with_history["recall@10"] != without["recall@10"]
+  pop = task.popularity_metrics("test")
+  assert 0 <= pop["recall@10"] <= 1
