@@ -53,7 +53,10 @@ _ACTIVATIONS = {
 }
 _HF_ACTIVATIONS = {'silu': 'silu', 'gelu_tanh': 'gelu_pytorch_tanh',
                    'gelu': 'gelu', 'relu': 'relu'}
+# recjax's learned extra-position table has no HF counterpart: exports keep it
+# under these names (transformers ignores both) so it round-trips.
 _EXTRA_POSITIONS_NAME = 'recjax.extra_position_embedding.weight'
+_EXTRA_POSITIONS_KEY = 'recjax_num_extra_positions'
 
 # ------------------------------------------------------------------------------
 # config.json <-> LLMConfig.
@@ -168,6 +171,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> llm.LLMConfig:
                     else hf.get('eos_token_id')),
       pad_token_id=hf.get('pad_token_id'),
       initializer_range=hf.get('initializer_range', 0.02),
+      num_extra_positions=hf.get(_EXTRA_POSITIONS_KEY, 0),
   )
   fields.update(overrides)
   return llm.LLMConfig(**fields)
@@ -245,6 +249,8 @@ def hf_config_dict(cfg: llm.LLMConfig, torch_dtype: str = 'float32') -> dict[str
                          for l in cfg.local_layers]
   if cfg.family == 'gemma3':
     hf['rope_local_base_freq'] = cfg.rope_local_theta or cfg.rope_theta
+  if cfg.num_extra_positions:
+    hf[_EXTRA_POSITIONS_KEY] = cfg.num_extra_positions
 
   # Everything the family cannot express would be silently lost: refuse.
   back = config_from_hf(json.loads(json.dumps(hf)))
@@ -410,10 +416,24 @@ class _TensorReader:
 
 
 def _shardings_for(abstract_state: nnx.State, mesh, rules) -> dict[tuple, Any]:
+  """NamedShardings from logical rules; axes without a usable rule replicate."""
   with nnx.logical_axis_rules(rules or ()):
     specs = nnx.get_partition_spec(abstract_state)
-  return {path: jax.sharding.NamedSharding(mesh, v.get_value())
-          for path, v in nnx.to_flat_state(specs)}
+  shapes = {p: v.shape for p, v in nnx.to_flat_state(abstract_state)}
+  out = {}
+  for path, v in nnx.to_flat_state(specs):
+    entries = []
+    for dim, entry in zip(shapes[path], tuple(v.get_value())):
+      axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+      axes = tuple(a for a in axes if a in mesh.shape)
+      size = int(np.prod([mesh.shape[a] for a in axes]))
+      if not axes or dim % size:
+        entries.append(None)
+      else:
+        entries.append(axes[0] if len(axes) == 1 else axes)
+    out[path] = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(*entries))
+  return out
 
 
 def load_hf_checkpoint(path: str,
@@ -431,7 +451,8 @@ def load_hf_checkpoint(path: str,
       pick dtype/param_dtype/scan_layers/remat_policy (or pass them as
       overrides).
     mesh: optional device mesh; each parameter is placed with the
-      `NamedSharding` its logical axes get under `rules`.
+      `NamedSharding` its logical axes get under `rules` (axes without a
+      rule, or whose mesh axes do not divide them, are replicated).
     rules: logical axis rules (e.g. (('embed', 'fsdp'), ('mlp', 'tensor'))),
       used with `mesh`.
     shardings: alternatively, an `nnx.State` of shardings matching the
