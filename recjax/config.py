@@ -40,7 +40,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   ))
   config.sharding = trainer.default_sharding_config()
   config.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="",  # "host:port" of process 0; "" = single process.
+      coordinator_address="",  # "host:port" of process 0; "auto" = detect (TPU pod,
+                               # SLURM); "" = single process.
       num_processes=1,         # processes in the job.
       process_id=-1,           # this process; -1 = from the environment (TPU/SLURM).
       local_device_ids="",     # comma-separated local device ids; "" = all.

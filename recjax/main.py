@@ -25,6 +25,9 @@ def initialize_distributed(cfg) -> None:
   if not cfg.coordinator_address:
     return
   import jax  # pylint: disable=g-import-not-at-top
+  if cfg.coordinator_address == "auto":  # TPU pods, SLURM, GKE: JAX discovers the job itself.
+    jax.distributed.initialize()
+    return
   kwargs = dict(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes)
   if cfg.process_id >= 0:
     kwargs["process_id"] = cfg.process_id
