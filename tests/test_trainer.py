@@ -97,3 +97,22 @@ def test_half_written_checkpoint_is_never_picked_up(tmp_path):
   result = _run(tiny_config(**{"train.num_steps": 6}), tmp_path)
   assert result.losses and len(result.losses) == 3  # resumed from 3, not 5
   assert not partial.exists()
+
+
+def test_best_metric_keeps_the_best_evaluated_checkpoint(tmp_path):
+  config = tiny_config(**{"train.num_steps": 8, "train.eval_every_steps": 2,
+                          "train.checkpoint_every_steps": 2, "train.max_checkpoints_to_keep": 2,
+                          "train.best_metric": "sampled20_ndcg@10", "eval.max_users": 0})
+  _run(config, tmp_path)
+  records = read_jsonl(tmp_path / "metrics.jsonl")
+  score = {r["step"]: r["valid/sampled20_ndcg@10"] for r in records
+           if "valid/sampled20_ndcg@10" in r}
+  kept = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  best_two = sorted(sorted(score, key=lambda s: -score[s])[:2])
+  assert kept == best_two
+
+
+def test_best_metric_without_matching_eval_schedule_is_rejected(tmp_path):
+  config = tiny_config(**{"train.best_metric": "ndcg@10", "train.eval_every_steps": 0})
+  with pytest.raises(ValueError, match="eval_every_steps"):
+    _run(config, tmp_path)

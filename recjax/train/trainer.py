@@ -197,6 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
   `devices` restricts the mesh to a subset of `jax.devices()` (default: all of them).
   """
   tcfg = config.train
+  if tcfg.best_metric and (not tcfg.eval_every_steps or not tcfg.checkpoint_every_steps or
+                           tcfg.checkpoint_every_steps % tcfg.eval_every_steps):
+    raise ValueError("train.best_metric needs every periodic checkpoint to be evaluated: set "
+                     "train.eval_every_steps to a divisor of train.checkpoint_every_steps")
   mesh = shard_lib.make_mesh(config.mesh, devices)
   num_steps = total_steps(config, task)
   is_chief = jax.process_index() == 0
@@ -223,6 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
   losses: list[float] = []
   progress = _progress_bar(is_chief and tcfg.progress_bar, train_state.step, num_steps)
   valid_metrics: dict[str, float] = {}
+  valid_step = -1
   stopped = False
   pending: tuple[int, dict[str, jax.Array]] | None = None
   window_start, window_steps = time.perf_counter(), 0
@@ -264,11 +269,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
         finish_step(*pending)
         pending = None
         valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, step)
-      if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0:
+        valid_step = step
+      # The last step is saved after the final evaluation, with its metrics.
+      if (tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and
+          step < num_steps):
         if pending is not None:  # Never save a state whose loss has not been checked.
           finish_step(*pending)
           pending = None
-        ckpt_lib.save(manager, step, train_state.state, data_iter, metrics=valid_metrics or None)
+        # Only metrics of this very state may rank it among the best checkpoints.
+        ckpt_lib.save(manager, step, train_state.state, data_iter,
+                      metrics=valid_metrics if valid_step == step else None)
       if stop_signal.should_stop():
         if pending is not None:
           finish_step(*pending)
