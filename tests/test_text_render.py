@@ -61,8 +61,9 @@ def test_render_item_fields_limits_and_fallback():
   assert len(text) <= 60 and "Office Electronics" not in text  # 3 most specific categories
   assert item_text.render_item({"title": " ", "brand": ""}, "B0001", config) == "item B0001"
   tmpl = item_text.ItemTextConfig(fields=("title", "brand", "price"),
-                                  template="{title} by {brand}, ${price}")
-  assert item_text.render_item({"title": "Pen", "price": "3"}, "x", tmpl) == "Pen, $$3.00"
+                                  template="{title} by {brand}, {price}.")
+  assert item_text.render_item({"title": "Pen", "price": "3"}, "x", tmpl) == "Pen, $3.00."
+  assert item_text.render_item({"title": "Pen", "brand": "Bic"}, "x", tmpl) == "Pen by Bic."
 
 
 def test_catalogue_lookup_tokens_and_cache(tmp_path):
@@ -258,3 +259,14 @@ def test_item_corpus(toy):
   assert doc.text[doc.spans[0].start:doc.spans[0].end] == corpus.catalogue.texts[1]
   with pytest.raises(ValueError):
     render.ItemCorpus(data, templates="calrec")
+
+
+def test_min_history_items_floor(toy):
+  data, split = toy
+  tok = tokenizer_lib.ByteTokenizer()
+  for floor in (0, 1, 2):
+    corpus = render.UserCorpus(data, split, "calrec", tokenizer=tok, max_tokens=40,
+                               min_history_items=floor)
+    for i in range(len(corpus)):
+      doc = corpus[i]
+      assert doc.meta["history_items"] == min(floor, doc.meta["available_history_items"])

@@ -27,7 +27,7 @@ _TAG_RE = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
 _BLOCK_TAG_RE = re.compile(r"<\s*(br|p|li|div|tr|h[1-6])\b[^<>]*>", re.IGNORECASE)
 _SPACE_RE = re.compile(r"\s+")
 # Characters that appear when UTF-8 bytes were decoded as latin-1 / cp1252.
-_MOJIBAKE_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u20ac\u0152-\u0178\u02c6\u02dc]+")
+_MOJIBAKE_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u20ac\u0152-\u0178\u02c6\u02dc\u2122]+")
 
 
 def _fix_mojibake(text: str) -> str:

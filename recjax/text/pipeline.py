@@ -196,6 +196,7 @@ def default_config():
       item_fields="title,brand,categories",  # item fields written in mentions, in order.
       item_max_chars=200,      # total characters per item mention (cut at a word boundary).
       max_history_items=50,    # most recent items a history may show.
+      min_history_items=1,     # items kept even beyond the token budget (then truncated).
       num_candidates=19,       # negatives beside the positive in candidate prompts.
       seq_len=512,             # tokens per packed row; also the per-document token budget.
       batch_size=8,            # rows per batch per host.
@@ -236,6 +237,7 @@ def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None =
   kwargs = dict(templates=text.templates, targets=text.targets, tokenizer=tokenizer,
                 max_tokens=int(text.seq_len) if tokenizer is not None else None,
                 max_history_items=int(text.max_history_items),
+                min_history_items=int(text.get("min_history_items", 1)),
                 num_candidates=int(text.num_candidates))
   root = config.data.get("root", "") or None
   if text.mixture:

@@ -232,6 +232,8 @@ class UserCorpus:
   "random"`, seeded), or every template in turn (`"all"`, multiplying the length).
   History: the `max_history_items` most recent items, then, with a tokenizer and `max_tokens`,
   the most recent ones that fit the token budget together with BOS/EOS; entities are never cut.
+  At least `min_history_items` are kept even when they exceed the budget (the pipeline then
+  truncates the document: see `show`'s truncation rate and raise seq_len).
   Candidates (direct family): the positive plus `num_candidates` negatives drawn uniformly from
   the items the user never interacted with (in any split).
   """
@@ -241,7 +243,8 @@ class UserCorpus:
                part: str = "train", targets: str = "last",
                catalogue: ItemCatalogue | None = None, tokenizer=None,
                max_tokens: int | None = None, max_history_items: int = 50,
-               num_candidates: int = 19, domain: str | None = None,
+               min_history_items: int = 1, num_candidates: int = 19,
+               domain: str | None = None,
                extras: Mapping[str, np.ndarray] | None = None, user_features: bool = True,
                template_choice: str = "random", seed: int = 0, add_bos: bool = True,
                add_eos: bool = True):
@@ -255,6 +258,7 @@ class UserCorpus:
     self.catalogue = catalogue or ItemCatalogue.build(data, ItemTextConfig())
     self.tokenizer, self.max_tokens = tokenizer, max_tokens
     self.max_history_items = max_history_items
+    self.min_history_items = min_history_items
     self.num_candidates = num_candidates
     self.domain = domain or data.name
     self.extras = dict(extras or {})
@@ -413,25 +417,36 @@ class UserCorpus:
     enc = encode(doc)
     if not self.max_tokens or len(enc.ids) <= self.max_tokens or not len(history):
       return doc, enc
-    # Estimate how many of the most recent items fit, then correct on real token counts: down
-    # until it fits, then up while one more item still fits.
-    base_doc = render(history[:0])
-    base_enc = encode(base_doc)
+    # Estimate how many of the most recent items fit, then correct on real token counts: up
+    # while one more item still fits, or down until it fits (but not below the floor).
+    n = len(history)
     costs = np.cumsum(self._item_tokens[history[::-1]] + 1)
-    keep = int(np.searchsorted(costs, self.max_tokens - len(base_enc.ids), side="right"))
-    keep = min(max(keep, 1), len(history) - 1)
-    best = (base_doc, base_enc)
-    tried = {0: True, len(history): False}
-    while keep not in tried:
-      doc = render(history[len(history) - keep:])
-      enc = encode(doc)
-      tried[keep] = len(enc.ids) <= self.max_tokens
-      if tried[keep]:
-        best = (doc, enc)
-        keep += 1
-      else:
-        keep -= 1
-    return best
+    base = len(enc.ids) - int(costs[-1])  # tokens outside the history, estimated
+    floor = min(self.min_history_items, n)
+    if floor == n:
+      return doc, enc
+    keep = int(np.searchsorted(costs, self.max_tokens - base, side="right"))
+    keep = min(max(keep, floor), n - 1)
+
+    def attempt(k):
+      d = render(history[n - k:])
+      e = encode(d)
+      return d, e, len(e.ids) <= self.max_tokens
+
+    doc, enc, fits = attempt(keep)
+    if fits:
+      while keep + 1 < n:
+        more = attempt(keep + 1)
+        if not more[2]:
+          break
+        keep, doc, enc = keep + 1, more[0], more[1]
+      return doc, enc
+    while keep > floor:
+      keep -= 1
+      doc, enc, fits = attempt(keep)
+      if fits:
+        break
+    return doc, enc
 
 
 class ItemCorpus:
