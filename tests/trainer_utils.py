@@ -1,33 +1,35 @@
 """Small SASRec experiments shared by the trainer tests (real data pipeline, real Orbax)."""
 from __future__ import annotations
 
+import importlib.util
+
 import jax
 import numpy as np
 from flax import nnx
 
-from recjax import config as config_lib
-from recjax.data import splits
-from recjax.data.synthetic import make_synthetic
+from recjax.data import registry, splits
 from recjax.tasks.sasrec import SASRecTask
+from tests.cli_utils import REPO
+
+
+def smoke_config():
+  """configs/smoke.py, the config the command-line tests run."""
+  spec = importlib.util.spec_from_file_location("smoke", REPO / "configs" / "smoke.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def tiny_config(**overrides):
-  """A SASRec config that compiles and trains in seconds on CPU."""
-  config = config_lib.base_config("sasrec")
-  config.data.max_len = 8
-  config.data.length_bucketing = False
+  """configs/smoke.py for in-process runs: synchronous, quiet, a few steps."""
+  config = smoke_config()
   config.data.num_threads = 0
-  config.model.hidden = 16
   config.model.dropout = 0.1
-  config.train.batch_size = 32
   config.train.num_steps = 6
-  config.train.log_every_steps = 1
   config.train.checkpoint_every_steps = 3
   config.train.progress_bar = False
   config.train.async_checkpointing = False
-  config.eval.batch_size = 64
   config.eval.ks = (1, 10)
-  config.eval.sampled_negatives = 20
   config.eval.max_users = 64
   for key, value in overrides.items():
     node = config
@@ -42,10 +44,11 @@ _DATA = {}
 
 
 def tiny_task(config) -> SASRecTask:
-  if "data" not in _DATA:
-    data = make_synthetic(num_users=256, num_items=64, num_clusters=4, seed=0)
-    _DATA["data"] = (data, splits.leave_one_out(data))
-  data, split = _DATA["data"]
+  key = str(config.data.dataset)
+  if key not in _DATA:
+    data = registry.load_dataset(config.data.dataset.to_dict())
+    _DATA[key] = (data, splits.leave_one_out(data))
+  data, split = _DATA[key]
   return SASRecTask(config, data, split)
 
 
