@@ -21,11 +21,11 @@ RUNS = {
     "video_bce": ("amazon_video", ["--config.train.num_epochs=200"]),
     # BCE and full-softmax CE side by side at the same epoch budget and width. Full softmax
     # costs ~catalogue-size times more per step on CPU, which is what sets the budget.
-    "beauty_bce": ("amazon_beauty", ["--config.train.num_epochs=20", "--config.model.hidden=64"]),
-    "beauty_ce": ("amazon_beauty", ["--config.loss.name=ce", "--config.train.num_epochs=20",
+    "beauty_bce": ("amazon_beauty", ["--config.train.num_epochs=10", "--config.model.hidden=64"]),
+    "beauty_ce": ("amazon_beauty", ["--config.loss.name=ce", "--config.train.num_epochs=10",
                                     "--config.model.hidden=64"]),
-    "ml1m_bce": ("ml-1m-pos", ["--config.train.num_epochs=30", "--config.model.hidden=64"]),
-    "ml1m_ce": ("ml-1m-pos", ["--config.loss.name=ce", "--config.train.num_epochs=30",
+    "ml1m_bce": ("ml-1m-pos", ["--config.train.num_epochs=15", "--config.model.hidden=64"]),
+    "ml1m_ce": ("ml-1m-pos", ["--config.loss.name=ce", "--config.train.num_epochs=15",
                               "--config.model.hidden=64"]),
 }
 COLUMNS = ["recall@10", "ndcg@10", "recall@50", "sampled100_hr@10", "sampled100_ndcg@10"]
