@@ -72,3 +72,32 @@ def test_exclude_history_removes_seen_items_from_the_ranking():
   assert with_history["recall@10"] != without["recall@10"]
   pop = task.popularity_metrics("test")
   assert 0 <= pop["recall@10"] <= 1
+
+
+def test_evaluate_matches_a_per_user_numpy_ranking():
+  config = tiny_config(**{"eval.exclude_history": True, "eval.sampled_negatives": 0,
+                          "eval.batch_size": 16})
+  task = tiny_task(config)
+  model = task.build_model(nnx.Rngs(3))
+  model.eval()
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]).reshape(2, 1, 1),
+                           ("data", "fsdp", "tensor"))
+  got = task.evaluate(model, "test", mesh)
+  eval_set = task._eval_set("test")  # pylint: disable=protected-access
+  table = np.asarray(model.item_table())
+  ranks = []
+  for history, target in zip(eval_set.histories, eval_set.targets):
+    items = np.zeros(config.data.max_len, np.int32)
+    tail = history[-config.data.max_len:]
+    items[len(items) - len(tail):] = tail
+    user = np.asarray(model(jnp.asarray(items[None])))[0, -1]
+    scores = table @ user
+    scores[0] = -np.inf
+    if target in history:
+      ranks.append(len(scores))
+      continue
+    scores[np.unique(history)] = -np.inf
+    ranks.append(int(np.sum(scores > scores[target]) + np.sum(scores == scores[target]) - 1))
+  want = metrics.ranking_metrics(np.asarray(ranks), config.eval.ks)
+  for key in want:
+    assert got[key] == pytest.approx(want[key], abs=1e-9), key

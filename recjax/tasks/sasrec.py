@@ -148,14 +148,17 @@ class SASRecTask:
       width = int(widths[np.searchsorted(widths, max(int(lengths[idx].max()), 1))])
       items = np.zeros((batch, width), np.int32)
       targets = np.ones(batch, np.int32)
-      exclude = np.zeros((batch, max_len), np.int32)
+      # Every distinct history item, however old: not only the max_len the model reads.
+      seen_items = [np.unique(eval_set.histories[i]) for i in idx] if cfg.exclude_history else []
+      n_seen = max([len(u) for u in seen_items] + [1])
+      exclude = np.zeros((batch, 1 << (n_seen - 1).bit_length()), np.int32)  # pow2: few shapes
       negatives = np.ones((batch, n_sampled), np.int32) if n_sampled else None
       for r, i in enumerate(idx):
         history = eval_set.histories[i]
         items[r] = sequence_pipeline.right_aligned(history, width)
         targets[r] = eval_set.targets[i]
         if cfg.exclude_history:
-          exclude[r] = sequence_pipeline.right_aligned(np.unique(history)[-max_len:], max_len)
+          exclude[r, :len(seen_items[r])] = seen_items[r]
         if n_sampled:
           seen = np.concatenate([history, [eval_set.targets[i]]])
           negatives[r] = sequence_pipeline.sample_negatives(
@@ -192,11 +195,10 @@ def _eval_ranks(graphdef, state, items, targets, negatives, exclude, *, mesh, wi
   user = model(items)[:, -1]  # the hidden state after the most recent item
   scores = jnp.einsum("bd,id->bi", user, model.item_table()).astype(jnp.float32)
   scores = scores.at[:, 0].set(-jnp.inf)
-  if exclude is not None:
+  if exclude is not None:  # exclude is 0-padded; item 0 is already -inf
     rows = jnp.arange(scores.shape[0])[:, None]
-    excluded = scores.at[rows, exclude].set(-jnp.inf).at[:, 0].set(-jnp.inf)
+    scores = scores.at[rows, exclude].set(-jnp.inf)
     target_in_history = jnp.any(exclude == targets[:, None], axis=1)
-    scores = excluded
   ranks = metrics_lib.target_ranks(scores, targets)
   if exclude is not None:
     ranks = jnp.where(target_in_history, scores.shape[1], ranks)
