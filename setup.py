@@ -19,13 +19,14 @@ HF = [
     "tokenizers>=0.20",
     "sentencepiece==0.2.2",  # 0.2.3 ships protobuf-7 code that breaks seqio (DESIGN.md)
 ]
+# tensorflow-datasets imports importlib_resources without declaring it (tensorflow/datasets#11212).
+SEQIO = ["seqio", "tensorflow-datasets", "importlib_resources", "sentencepiece==0.2.2"]
 TEST = HF + [
     "pytest>=8",
     "pytest-xdist>=3.5",
     "torch==2.13.0",  # the CPU wheel on disk; an unpinned torch pulls GBs of CUDA packages
     "transformers>=4.50",
-]
-SEQIO = ["seqio", "tensorflow-datasets", "sentencepiece==0.2.2"]
+] + SEQIO  # the SeqIO/TFDS adapters are tested too (+~30 s install, TensorFlow CPU)
 LAUNCH = ["xmanager"]
 
 setuptools.setup(

@@ -21,8 +21,12 @@ def test_gcloud_dry_run_prints_create_copy_and_run_on_all_workers():
 
 
 def test_xm_sweep_values():
-  sys.path.insert(0, str(REPO / "launch"))
-  import xm_launch  # pylint: disable=g-import-not-at-top
-  assert xm_launch.sweep_values("") == [{}]
-  assert xm_launch.sweep_values("optimizer.learning_rate=1e-3,3e-4") == [
-      {"optimizer.learning_rate": "1e-3"}, {"optimizer.learning_rate": "3e-4"}]
+  # In a subprocess: xm_launch defines absl flags that recjax.main also defines.
+  code = ("import sys; sys.path.insert(0, 'launch'); import xm_launch; "
+          "print(xm_launch.sweep_values('optimizer.learning_rate=1e-3,3e-4'), "
+          "xm_launch.sweep_values(''))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == ("[{'optimizer.learning_rate': '1e-3'}, "
+                                "{'optimizer.learning_rate': '3e-4'}] [{}]")

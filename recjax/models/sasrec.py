@@ -28,6 +28,9 @@ class SASRecConfig:
   dropout: float = 0.2    # dropout on embeddings, attention weights and feed-forward
   norm: str = "pre"       # "pre" (reference code) or "post" (original Transformer)
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  # Embedding tables: "xavier" (normal, std sqrt(2 / (rows + hidden)), as SASRec.pytorch) or
+  # "normal" (std hidden**-0.5, unit scale after the sqrt(hidden) multiplier).
+  embedding_init: str = "xavier"
 
 
 def _dense(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs, dtype) -> nnx.Linear:
@@ -92,7 +95,13 @@ class SASRec(nnx.Module):
     if cfg.hidden % cfg.num_heads:
       raise ValueError(f"sasrec hidden={cfg.hidden} is not divisible by num_heads={cfg.num_heads}")
     self.cfg = cfg
-    init = nnx.initializers.normal(stddev=cfg.hidden ** -0.5)
+    if cfg.embedding_init == "xavier":  # the reference code's xavier_normal_ on every table
+      init = nnx.initializers.xavier_normal()
+    elif cfg.embedding_init == "normal":
+      init = nnx.initializers.normal(stddev=cfg.hidden ** -0.5)
+    else:
+      raise ValueError(f"sasrec embedding_init must be 'xavier' or 'normal', "
+                       f"got '{cfg.embedding_init}'")
     self.item_embedding = nnx.Embed(
         cfg.num_items + 1, cfg.hidden, rngs=rngs, dtype=jnp.dtype(cfg.dtype),
         embedding_init=nnx.with_partitioning(init, ("items", "embed")))

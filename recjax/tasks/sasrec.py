@@ -51,7 +51,8 @@ class SASRecTask:
     self.model_config = SASRecConfig(
         num_items=split.num_items, max_len=config.data.max_len, hidden=config.model.hidden,
         num_blocks=config.model.num_blocks, num_heads=config.model.num_heads,
-        dropout=config.model.dropout, norm=config.model.norm, dtype=config.model.dtype)
+        dropout=config.model.dropout, norm=config.model.norm, dtype=config.model.dtype,
+        embedding_init=config.model.embedding_init)
     num_negatives = 0 if config.loss.name == "ce" else int(config.loss.num_negatives)
     self.pipeline_config = sequence_pipeline.PipelineConfig(
         batch_size=config.train.batch_size, max_len=config.data.max_len,
@@ -224,6 +225,7 @@ def default_config() -> ml_collections.ConfigDict:
           dropout=0.2,       # Reference: 0.2 (ML-1M), 0.5 (sparse Amazon data).
           norm="pre",        # pre (reference code) | post (original Transformer).
           dtype="float32",   # compute dtype: float32 | bfloat16 (parameters stay float32).
+          embedding_init="xavier",  # xavier (reference code) | normal (std hidden**-0.5).
       ),
       loss=dict(
           name="bce",        # bce | sampled_softmax | gbce | ce (see recjax/tasks/sasrec.py).

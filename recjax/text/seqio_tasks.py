@@ -16,8 +16,8 @@ Examples are {"inputs": prompt, "targets": answer} (a plain document has empty i
 whole text as targets), tokenized by `seqio.preprocessors.tokenize`, with EOS appended to the
 targets. Splits: "train" (the training split's examples), "validation" and "test" (evaluation
 prompts; the target is the held-out item's text). Extra string features "template" and
-"domain" and int feature "target_item" ride along for evaluation. TFDS builders are not provided:
-the SeqIO source reads recjax corpora directly.
+"domain" and int feature "target_item" ride along for evaluation. The SeqIO source reads recjax
+corpora directly; TFDS builders for the raw datasets are in `recjax.text.tfds_builders`.
 """
 from __future__ import annotations
 
