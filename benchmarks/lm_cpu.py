@@ -1,17 +1,19 @@
 """LLM-backbone training and decoding speed on CPU: recjax against transformers (PyTorch).
 
-    python benchmarks/lm_cpu.py                      # both model sizes, training and decoding
+    python benchmarks/lm_cpu.py --steps=3 --warmup=1 --no-scan   # as in docs/benchmarks.md
     python benchmarks/lm_cpu.py --sizes=10m --steps=10 --no-decode
 
 For each size (`10m`, `50m`: Llama-style, SwiGLU, RMSNorm, RoPE, untied embeddings, float32)
 it times training steps of recjax's real path (`LMTask.loss` inside the shared trainer's jitted
 step: AdamW, packed-row masks) and of a `transformers.LlamaForCausalLM` loop of the identical
 configuration (same vocabulary, width, layers, heads, sequence length, batch and AdamW;
-`torch.set_num_threads(--threads)`), one after the other in this process, on the same random
-token batches. Then (unless --no-decode) greedy KV-cache decoding tokens/s of the 10M model with
+`torch.set_num_threads(--threads)`) in this process, on the same random token batches. The
+timed steps of the two alternate, so that changes in machine load hit both alike (medians).
+Then (unless --no-decode) greedy KV-cache decoding tokens/s of the 10m model with
 `recjax.models.decoding.generate` at batch 1 and 64. Prints one JSON line per measurement and a
-final summary line with the recjax / transformers ratios. The machine's 1-minute load average
-before and after is included: on a shared machine other jobs slow both sides.
+final summary line with the recjax / transformers ratios and the 1-minute load average before
+and after: on a shared machine other jobs slow both sides, transformers' OpenMP threads more.
+About 4-5 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def machine() -> str:
   return f"{os.cpu_count()}-core {model}"
 
 
-def lm_config(size: str, seq_len: int, batch: int, dtype: str):
+def lm_config(size: str, seq_len: int, batch: int, dtype: str, scan_layers: bool = True):
   """An `lm` experiment config for SIZES[size]; data comes from `batches`, not the corpus."""
   from recjax import config as config_lib  # pylint: disable=g-import-not-at-top
   vocab, hidden, layers, heads, mlp = SIZES[size]
@@ -57,7 +59,8 @@ def lm_config(size: str, seq_len: int, batch: int, dtype: str):
   config.model.dtype = dtype
   config.model.overrides = dict(hidden_size=hidden, num_layers=layers, num_heads=heads,
                                 num_kv_heads=heads, head_dim=hidden // heads, mlp_dim=mlp,
-                                rope_scaling="default", rope_theta=10000.0)
+                                rope_scaling="default", rope_theta=10000.0,
+                                scan_layers=scan_layers)
   config.train.batch_size = batch
   config.train.num_steps = 1000
   config.optimizer.name = "adamw"
@@ -72,45 +75,39 @@ def batches(vocab: int, batch: int, seq_len: int, n: int, seed: int = 0) -> list
   return [rng.integers(4, vocab, (batch, seq_len), dtype=np.int64) for _ in range(n)]
 
 
-def bench_recjax(size, args, data) -> dict:
+def setup_recjax(size, args, data):
+  """Compiles and warms up recjax's train step; returns (step(i) -> loss, info)."""
   from recjax.tasks.lm import LMTask  # pylint: disable=g-import-not-at-top
   from recjax.train import sharding as shard_lib  # pylint: disable=g-import-not-at-top
   from recjax.train import trainer  # pylint: disable=g-import-not-at-top
-  config = lm_config(size, args.seq_len, args.batch, args.dtype)
+  config = lm_config(size, args.seq_len, args.batch, args.dtype, args.scan_layers)
   task = LMTask(config)
   mesh = shard_lib.make_mesh({"data": 1}, jax.devices()[:1])
   state = trainer.create_train_state(config, task, mesh)
   step_fn = trainer.make_train_step(config, task, state, mesh)
   ones = np.ones((args.batch, args.seq_len), np.int32)
+  positions = np.broadcast_to(np.arange(args.seq_len, dtype=np.int32), ones.shape)
+  batches = [shard_lib.global_batch({"tokens": d.astype(np.int32), "segment_ids": ones,
+                                     "positions": positions, "loss_mask": ones}, mesh)
+             for d in data]
 
-  def feed(tokens):
-    b = {"tokens": tokens.astype(np.int32), "segment_ids": ones,
-         "positions": np.broadcast_to(np.arange(args.seq_len, dtype=np.int32), ones.shape),
-         "loss_mask": ones}
-    return shard_lib.global_batch(b, mesh)
+  def step(i):
+    with jax.set_mesh(mesh):
+      state.state, metrics = step_fn(state.state, batches[i % len(batches)], i + 1)
+      return float(metrics["loss"])  # waits for the step
 
-  with jax.set_mesh(mesh):
-    start = time.perf_counter()
-    state.state, metrics = step_fn(state.state, feed(data[0]), 1)
-    first_loss = float(metrics["loss"])
-    compile_s = time.perf_counter() - start
-    for i in range(args.warmup):
-      state.state, metrics = step_fn(state.state, feed(data[(1 + i) % len(data)]), 2 + i)
-    jax.block_until_ready(metrics)
-    times = []
-    for i in range(args.steps):
-      start = time.perf_counter()
-      state.state, metrics = step_fn(state.state, feed(data[i % len(data)]), 100 + i)
-      jax.block_until_ready(metrics)
-      times.append(time.perf_counter() - start)
-  step_s = float(np.median(times))
-  return {"framework": "recjax", "size": size, "params": task.model_config.num_params(),
-          "compile_s": round(compile_s, 2), "step_s_median": round(step_s, 4),
-          "tokens_per_s": round(args.batch * args.seq_len / step_s, 1),
-          "first_loss": round(first_loss, 4), "final_loss": round(float(metrics["loss"]), 4)}
+  start = time.perf_counter()
+  first_loss = step(0)
+  info = {"framework": "recjax", "size": size, "params": task.model_config.num_params(),
+          "scan_layers": args.scan_layers, "flatten_matmuls": args.flatten_matmuls,
+          "first_step_s": round(time.perf_counter() - start, 2), "first_loss": round(first_loss, 4)}
+  for i in range(args.warmup):
+    step(1 + i)
+  return step, info
 
 
-def bench_torch(size, args, data) -> dict:
+def setup_torch(size, args, data):
+  """The identical model and AdamW in transformers; returns (step(i) -> loss, info)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(args.threads)
@@ -125,32 +122,52 @@ def bench_torch(size, args, data) -> dict:
   model = transformers.LlamaForCausalLM(cfg).float().train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
                           weight_decay=0.01)
+  batches = [torch.from_numpy(d) for d in data]
 
-  def step(tokens):
-    ids = torch.from_numpy(tokens)
+  def step(i):
+    ids = batches[i % len(batches)]
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
   start = time.perf_counter()
-  first_loss = step(data[0])
-  first_s = time.perf_counter() - start
-  for i in range(args.warmup):
-    step(data[(1 + i) % len(data)])
-  times = []
-  for i in range(args.steps):
-    start = time.perf_counter()
-    loss = step(data[i % len(data)])
-    times.append(time.perf_counter() - start)
-  step_s = float(np.median(times))
-  return {"framework": "transformers", "size": size,
+  first_loss = step(0)
+  info = {"framework": "transformers", "size": size,
           "params": sum(p.numel() for p in model.parameters()),
-          "compile_s": round(first_s, 2), "step_s_median": round(step_s, 4),
-          "tokens_per_s": round(args.batch * args.seq_len / step_s, 1),
-          "first_loss": round(first_loss, 4), "final_loss": round(loss, 4),
+          "first_step_s": round(time.perf_counter() - start, 2), "first_loss": round(first_loss, 4),
           "torch_threads": args.threads}
+  for i in range(args.warmup):
+    step(1 + i)
+  return step, info
+
+
+def bench_training(size, args) -> list[dict]:
+  """Both frameworks' steps, interleaved so that load changes hit both alike."""
+  data = batches(SIZES[size][0], args.batch, args.seq_len, 4)
+  runs = [setup_recjax(size, args, data)]
+  if not args.skip_torch:
+    runs.append(setup_torch(size, args, data))
+  times = [[] for _ in runs]
+  losses = [0.0 for _ in runs]
+  if args.profile:
+    jax.profiler.start_trace(os.path.join(args.profile, size))
+  for i in range(args.steps):
+    for k, (step, _) in enumerate(runs):
+      time.sleep(0.5)  # lets the other framework's worker threads go idle first
+      start = time.perf_counter()
+      losses[k] = step(100 + i)
+      times[k].append(time.perf_counter() - start)
+  if args.profile:
+    jax.profiler.stop_trace()
+  out = []
+  for (_, info), t, loss in zip(runs, times, losses):
+    step_s = float(np.median(t))
+    out.append(dict(info, step_s_median=round(step_s, 4), step_s_all=[round(x, 3) for x in t],
+                    tokens_per_s=round(args.batch * args.seq_len / step_s, 1),
+                    final_loss=round(loss, 4)))
+  return out
 
 
 def bench_decode(args) -> list[dict]:
@@ -182,6 +199,20 @@ def bench_decode(args) -> list[dict]:
   return out
 
 
+def _flatten_matmuls() -> None:
+  """Routes every `llm.Linear` contraction through a 2-D (rows x features) matmul."""
+  import math  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from recjax.models import llm  # pylint: disable=g-import-not-at-top
+
+  def contract(x, w, n):
+    k = math.prod(x.shape[x.ndim - n:])
+    y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1))
+    return y.reshape(x.shape[:x.ndim - n] + w.shape[n:])
+
+  llm._contract = contract  # pylint: disable=protected-access
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,21 +224,31 @@ def main():
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--no-decode", dest="decode", action="store_false")
+  parser.add_argument("--no-scan", dest="scan_layers", action="store_false",
+                      help="unrolled layers (LLMConfig.scan_layers=False)")
+  parser.add_argument("--flatten_matmuls", action="store_true",
+                      help="experiment: projections as 2-D matmuls over (batch*length) rows "
+                           "(a proposed change to recjax.models.llm; see docs/benchmarks.md)")
+  parser.add_argument("--skip_torch", action="store_true")
+  parser.add_argument("--profile", default="",
+                      help="write a jax.profiler trace of the timed steps under this directory")
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--new_tokens", type=int, default=64)
   args = parser.parse_args()
 
+  if args.flatten_matmuls:
+    _flatten_matmuls()
   summary = {"machine": machine(), "load_before": round(load(), 2), "seq_len": args.seq_len,
              "batch": args.batch, "dtype": args.dtype, "jax": jax.__version__}
   for size in args.sizes.split(","):
-    data = batches(SIZES[size][0], args.batch, args.seq_len, 4)
-    r = bench_recjax(size, args, data)
-    print(json.dumps(r), flush=True)
-    t = bench_torch(size, args, data)
-    print(json.dumps(t), flush=True)
-    summary[f"train_{size}"] = {"recjax_tokens_per_s": r["tokens_per_s"],
-                                "transformers_tokens_per_s": t["tokens_per_s"],
-                                "ratio": round(r["tokens_per_s"] / t["tokens_per_s"], 2)}
+    results = bench_training(size, args)
+    for r in results:
+      print(json.dumps(r), flush=True)
+    summary[f"train_{size}"] = {f"{r['framework']}_tokens_per_s": r["tokens_per_s"]
+                                for r in results}
+    if len(results) == 2:
+      summary[f"train_{size}"]["ratio"] = round(
+          results[0]["tokens_per_s"] / results[1]["tokens_per_s"], 2)
   if args.decode:
     for d in bench_decode(args):
       print(json.dumps(d), flush=True)

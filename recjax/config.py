@@ -3,7 +3,8 @@
 Experiment files start from `base_config(task)` and only change values; `check_config` then
 rejects any key the schema does not know (typos in files or in `--config.x.y=v` overrides), naming
 the key and the closest valid ones. `data.dataset` is free-form: it is a dataset spec for
-`recjax.data.registry.load_dataset` and is validated there.
+`recjax.data.registry.load_dataset` and is validated there; so is `model.overrides` of the `lm`
+task (LLMConfig fields, validated by `recjax.models.llm.get_preset`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import ml_collections
 
 from recjax.train import optim, trainer
 
-FREE_FORM = ("data.dataset",)
+FREE_FORM = ("data.dataset", "model.overrides")
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -51,8 +52,11 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   if task == "sasrec":
     from recjax.tasks import sasrec  # pylint: disable=g-import-not-at-top
     config.update(sasrec.default_config())
+  elif task == "lm":
+    from recjax.tasks import lm  # pylint: disable=g-import-not-at-top
+    config.update(lm.default_config())
   else:
-    raise ValueError(f"config.task='{task}' is unknown; choose from ('sasrec',)")
+    raise ValueError(f"config.task='{task}' is unknown; choose from ('sasrec', 'lm')")
   return config
 
 

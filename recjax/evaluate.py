@@ -20,11 +20,13 @@ flags.DEFINE_enum("split", "both", ["valid", "test", "both"], "Which evaluation 
 flags.mark_flag_as_required("workdir")
 
 
-def evaluate_checkpoint(workdir: str, step: int | None, splits: list[str]) -> tuple[int, dict]:
-  """Restores `step` (default latest) from `workdir` and returns {split: metrics}."""
+def evaluate_checkpoint(workdir: str, step: int | None,
+                        splits: list[str]) -> tuple[int, dict, list[str]]:
+  """Restores `step` (default latest) from `workdir`: (step, {split: metrics}, table columns)."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from recjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from recjax.metrics import TABLE_COLUMNS  # pylint: disable=g-import-not-at-top
   from recjax.tasks import build_task  # pylint: disable=g-import-not-at-top
   from recjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from recjax.train import sharding as shard_lib  # pylint: disable=g-import-not-at-top
@@ -52,7 +54,8 @@ def evaluate_checkpoint(workdir: str, step: int | None, splits: list[str]) -> tu
   manager.close()
   with jax.set_mesh(mesh):
     model = train_state.model()
-    return step, {split: task.evaluate(model, split, mesh) for split in splits}
+    results = {split: task.evaluate(model, split, mesh) for split in splits}
+  return step, results, getattr(task, "table_columns", TABLE_COLUMNS)
 
 
 def main(argv) -> None:
@@ -60,10 +63,9 @@ def main(argv) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   from recjax.train.metrics_writer import format_table  # pylint: disable=g-import-not-at-top
-  from recjax.metrics import TABLE_COLUMNS  # pylint: disable=g-import-not-at-top
   splits = ["valid", "test"] if FLAGS.split == "both" else [FLAGS.split]
   try:
-    step, results = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, splits)
+    step, results, columns = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, splits)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   for split, metrics in results.items():
@@ -71,7 +73,7 @@ def main(argv) -> None:
               encoding="utf-8") as f:
       json.dump(metrics, f, indent=2, sort_keys=True)
   print(f"checkpoint step {step} in {FLAGS.workdir}:")
-  print(format_table({f"model ({s})": m for s, m in results.items()}, TABLE_COLUMNS))
+  print(format_table({f"model ({s})": m for s, m in results.items()}, columns))
 
 
 if __name__ == "__main__":

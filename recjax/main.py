@@ -45,7 +45,12 @@ def results_table(task, metrics: dict[str, float]) -> str:
                                   if k.startswith("test/")}}
   if hasattr(task, "popularity_metrics"):
     rows["Popularity (test)"] = task.popularity_metrics("test")
-  return format_table(rows, TABLE_COLUMNS)
+  return format_table(rows, getattr(task, "table_columns", TABLE_COLUMNS))
+
+
+def task_summary(task) -> str:
+  """What the task trains on: its own summary, else its dataset's."""
+  return task.summary() if hasattr(task, "summary") else task.data.summary()
 
 
 def main(argv) -> None:
@@ -64,10 +69,10 @@ def main(argv) -> None:
     sys.exit(f"error in the experiment config: {e}")
   initialize_distributed(config.distributed)
   try:
-    task = build_task(config)
+    task = build_task(config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:  # bad dataset spec, files or values
     sys.exit(f"error: {e}")
-  logging.info("%s", task.data.summary())
+  logging.info("%s", task_summary(task))
   result = trainer.train_and_evaluate(config, task, FLAGS.workdir)
   if jax.process_index() == 0:
     if result.stopped_by_signal:
@@ -75,8 +80,10 @@ def main(argv) -> None:
             f"{os.path.join(FLAGS.workdir, 'checkpoints')}. Run the same command to resume.")
     else:
       table = results_table(task, result.metrics)
-      print(f"\n{task.data.summary()}\nstep {result.step}, full-catalogue ranking"
-            f"{' without history items' if config.eval.exclude_history else ''}:\n{table}")
+      heading = getattr(task, "results_heading", None) or (
+          "full-catalogue ranking" +
+          (" without history items" if config.eval.get("exclude_history") else ""))
+      print(f"\n{task_summary(task)}\nstep {result.step}, {heading}:\n{table}")
       with open(os.path.join(FLAGS.workdir, "results.txt"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
 
