@@ -38,3 +38,31 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
     out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
     out[f"{prefix}mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
   return out
+
+
+def _normalise(text: str) -> str:
+  return " ".join(text.lower().split())
+
+
+def generated_item_ranks(targets: Sequence[str], predictions: Sequence) -> np.ndarray:
+  """0-based rank of each target text among its ranked generated texts (a str is a list of one).
+
+  Texts match after lower-casing and collapsing white space; a target not generated gets a rank
+  past every cut-off, i.e. counts as a miss.
+  """
+  ranks = []
+  for target, prediction in zip(targets, predictions):
+    ranked = [prediction] if isinstance(prediction, str) else list(prediction)
+    wanted = _normalise(target)
+    ranks.append(next((i for i, c in enumerate(ranked) if _normalise(c) == wanted), 1 << 30))
+  return np.asarray(ranks, dtype=np.int64)
+
+
+def generated_ranking_metric_fn(ks: Sequence[int] = (1, 5, 10)):
+  """A SeqIO-style metric function `(targets, predictions) -> {hr@K, ndcg@K, mrr@K, ...}` for
+  generative recommendation, where predictions are ranked lists of generated item texts."""
+
+  def metric_fn(targets: Sequence[str], predictions: Sequence) -> dict[str, float]:
+    return ranking_metrics(generated_item_ranks(targets, predictions), ks)
+
+  return metric_fn

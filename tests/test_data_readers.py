@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recjax.data import readers
+from recjax.data import registry
 from recjax.data.readers import DataFormatError, MissingDataError
 from tests.datasets import require_data_dir
 
@@ -39,6 +40,8 @@ def check_canonical(data) -> None:
   assert np.all(np.diff(first) > 0)
   if data.timestamps is not None:
     assert len(data.timestamps) == len(seq.values)
+  if data.ratings is not None:
+    assert data.ratings.dtype == np.float32 and len(data.ratings) == len(seq.values)
   for field, column in data.item_text.items():
     assert len(column) == data.num_items + 1, field
   for field, column in data.user_features.items():
@@ -83,6 +86,7 @@ def test_movielens_100k_orders_by_time_with_stable_ties(tmp_path):
   assert data.user_ids.tolist() == ["7", "5"]  # first appearance in the file
   assert rows(data) == [["20", "30", "40"], ["20", "10"]]
   assert data.timestamps.tolist() == [100, 300, 300, 100, 200]
+  assert data.ratings.tolist() == [3, 5, 4, 1, 4]
   assert data.item_ids.tolist() == ["<pad>", "20", "30", "40", "10"]
   assert data.item_text["title"][4] == "Misérables, Les (1995)"
   assert data.item_text["genres"][1] == readers.ML100K_GENRES[20 % 19]
@@ -91,10 +95,12 @@ def test_movielens_100k_orders_by_time_with_stable_ties(tmp_path):
 
   positive = readers.read_movielens_100k(ratings, min_rating=4)
   assert rows(positive) == [["30", "40"], ["10"]]
+  assert positive.ratings.tolist() == [5, 4, 4]
   assert positive.item_text == {}
 
   in_file_order = readers.read_movielens_100k(ratings, order="file")
   assert rows(in_file_order) == [["30", "20", "40"], ["10", "20"]]
+  assert in_file_order.ratings.tolist() == [5, 3, 4, 4, 1]
   with pytest.raises(ValueError, match="unknown order 'random'"):
     readers.read_movielens_100k(ratings, order="random")
 
@@ -110,6 +116,7 @@ def test_movielens_1m_format(tmp_path):
   data = readers.read_movielens_1m(ratings, movies, users)
   check_canonical(data)
   assert rows(data) == [["1193", "661"], ["1193"]]
+  assert data.ratings.tolist() == [5, 3, 2]
   assert data.item_text["genres"][2] == "Animation, Children's, Musical"
   assert data.user_features["occupation"].tolist() == ["K-12 student", "self-employed"]
   assert data.user_features["age"].tolist() == [1, 56]
@@ -146,8 +153,10 @@ def test_pairs_with_columns_and_header(tmp_path):
   check_canonical(data)
   assert rows(data) == [["z", "x"], ["y"]]
   assert data.timestamps.tolist() == [10, 30, 10]
+  assert data.ratings.tolist() == [4, 5, 4]
   plain = readers.read_pairs(write(tmp_path / "Video.txt", "1 6\n1 2\n2 6\n"), numeric_ids=True)
   assert rows(plain) == [["6", "2"], ["6"]]
+  assert plain.ratings is None
   assert plain.item_ids.tolist() == ["<pad>", "6", "2"]
 
 
@@ -172,6 +181,7 @@ def test_atomic_inter(tmp_path):
   check_canonical(data)
   assert rows(data) == [["i2", "i1"], ["i2"]]
   assert data.timestamps.tolist() == [881250940, 881250949, 5]
+  assert data.ratings.tolist() == [4, 5, 1]
   assert data.item_text["title"].tolist() == ["", "Second", "First & best"]
   assert readers.read_atomic(inter, min_rating=4).num_users == 1
 
@@ -184,6 +194,7 @@ def test_atomic_sequential_rebuilds_full_sequences(tmp_path):
   data = readers.read_atomic(test_inter=test, valid_inter=valid)
   check_canonical(data)
   assert rows(data) == [["1", "2", "3", "4"], ["6"], ["5", "8", "9", "7"]]
+  assert data.ratings is None
   with pytest.raises(ValueError, match="exactly one of 'inter'"):
     readers.read_atomic()
 
@@ -197,6 +208,11 @@ def test_from_interactions():
   assert rows(data) == [["y", "x"], ["y", "x"]]
   assert data.item_text["title"].tolist() == ["", "", "Ex"]
   assert data.user_features["age"].tolist() == [-1, 30]
+  assert data.ratings is None
+  rated = readers.from_interactions("mine", users=["b", "a", "b", "a"],
+                                    items=["x", "y", "y", "x"], timestamps=[5, 3, 1, 3],
+                                    ratings=[1, 2, 3, 4])
+  assert rated.ratings.tolist() == [3, 1, 2, 4]  # reordered with the items
   with pytest.raises(ValueError, match="equal lengths"):
     readers.from_interactions("bad", ["a"], ["x", "y"])
 
@@ -324,8 +340,38 @@ def test_ml100k_counts_order_and_text(ml100k):
   assert set(ml100k.user_features["gender"].tolist()) == {"M", "F"}
 
 
+def test_ml100k_ratings(ml100k):
+  d = require_data_dir("ml-100k") / "ml-100k"
+  raw = np.loadtxt(d / "u.data", dtype=np.int64)  # user item rating timestamp
+  ratings = ml100k.ratings
+  assert ratings.dtype == np.float32 and len(ratings) == 100_000
+  assert set(np.unique(ratings).tolist()) == {1, 2, 3, 4, 5}
+  assert np.bincount(ratings.astype(np.int64)).tolist() == np.bincount(raw[:, 2]).tolist()
+  # The first user's ratings are its u.data lines in chronological order (stable on file order).
+  first = raw[raw[:, 0] == int(ml100k.user_ids[0])]
+  first = first[np.argsort(first[:, 3], kind="stable")]
+  n = ml100k.sequences.lengths[0]
+  assert n == len(first)
+  assert ml100k.item_ids[ml100k.sequences[0]].tolist() == [str(i) for i in first[:, 1]]
+  assert ratings[:n].tolist() == first[:, 2].tolist()
+  assert ml100k.timestamps[:n].tolist() == first[:, 3].tolist()
+
+  # Ratings stay aligned with (user, item) through a filter that drops and renumbers items.
+  filtered, report = registry.filter_interactions(ml100k, min_user_interactions=50,
+                                                  min_item_interactions=20, k_core=True)
+  assert 0 < report.interactions_dropped < 100_000
+  assert filtered.ratings.dtype == np.float32
+  assert len(filtered.ratings) == filtered.num_interactions == report.interactions_after
+  by_pair = {(u, i): r for u, i, r, _ in raw.tolist()}  # ml-100k rates each pair once
+  user_of = np.repeat(filtered.user_ids, filtered.sequences.lengths)
+  items = filtered.item_ids[filtered.sequences.values]
+  expected = [by_pair[int(u), int(i)] for u, i in zip(user_of, items)]
+  assert filtered.ratings.tolist() == expected
+
+
 def test_ml100k_positive_ratings():
   d = require_data_dir("ml-100k") / "ml-100k"
   positive = readers.read_movielens_100k(d / "u.data", min_rating=4)
   assert positive.num_interactions == 55_375
   assert positive.num_users == 942
+  assert positive.ratings.min() == 4 and len(positive.ratings) == 55_375

@@ -87,6 +87,19 @@ def test_temporal_split():
   assert _check_training_docs(data, split, corpus, range(len(corpus))) > 500
 
 
+def test_ml100k_real_ratings():
+  """Rating prompts from the data's own ratings rate only training-prefix interactions."""
+  root = require_data_dir("ml-100k")
+  data = registry.load_dataset({"name": "ml-100k"}, root)
+  split = leave_one_out(data)
+  corpus = render.UserCorpus(data, split, "rating:all", template_choice="all")
+  assert _check_training_docs(data, split, corpus, range(0, len(corpus), 2)) > 1000
+  for i in range(0, len(corpus), 7):
+    user, _, _, interaction = corpus.example(i // len(corpus.templates))
+    assert interaction - data.sequences.offsets[user] < split.train.lengths[user]
+    assert corpus[i].meta["target_text"] == f"{data.ratings[interaction]:g}"
+
+
 def test_check_detects_a_leaking_split(office):
   """Sanity check of the checker: training on full sequences must be caught."""
   import dataclasses  # pylint: disable=g-import-not-at-top

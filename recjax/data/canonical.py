@@ -53,6 +53,10 @@ class InteractionData:
   item_ids: np.ndarray  # str [num_items + 1]: raw item id of each internal id; [0] == "<pad>"
   # Unix seconds aligned with `sequences.values`, or None when the files carry no time.
   timestamps: np.ndarray | None = None
+  # Explicit ratings (float32, e.g. MovieLens 1..5 stars) aligned with `sequences.values` like
+  # `timestamps`, or None when the files carry no rating column. Text rendering uses them for the
+  # P5 rating prompts.
+  ratings: np.ndarray | None = None
   # Item text fields (e.g. "title", "brand", "categories", "description"), each a str array
   # [num_items + 1] aligned with `item_ids`; "" where an item lacks that field.
   item_text: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)

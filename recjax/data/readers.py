@@ -14,6 +14,8 @@ Supported formats (docs/data_formats.md shows an example file of each):
 Every reader numbers users 0.. in order of first appearance in the interaction file, orders each
 user's interactions by time (stable, so equal times keep file order), numbers items 1.. in order of
 first appearance when the users' sequences are read one after another, and keeps the raw ids.
+Ratings (MovieLens, a pairs file's "rating" column, an atomic `rating:float` column) are kept in
+`InteractionData.ratings`, aligned with the items like the timestamps.
 Malformed input raises `DataFormatError` naming the file, the line and the problem.
 """
 from __future__ import annotations
@@ -174,10 +176,17 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
               item_raw: Sequence[str], timestamps: np.ndarray | None = None,
               item_text: Mapping[str, Mapping[str, str]] | None = None,
               user_features: Mapping[str, Mapping[str, Any]] | None = None,
-              source: PathLike = "", sort_by_time: bool = True) -> InteractionData:
-  """Builds `InteractionData` from per-interaction user/item codes in file order."""
+              source: PathLike = "", sort_by_time: bool = True,
+              ratings: np.ndarray | None = None) -> InteractionData:
+  """Builds `InteractionData` from per-interaction user/item codes in file order.
+
+  `timestamps` and `ratings`, when given, hold one value per interaction in the same file order
+  and are reordered together with the items.
+  """
   users = np.asarray(users, np.int64)
   items = np.asarray(items, np.int64)
+  if ratings is not None and len(ratings) != len(users):
+    raise ValueError(f"{source}: got {len(ratings)} ratings for {len(users)} interactions")
   if len(users) == 0:
     raise DataFormatError(source, "no interactions left to read (empty file, or every row "
                           "filtered out by options such as min_rating)")
@@ -190,6 +199,8 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
   users, items = users[order], items[order]
   if timestamps is not None:
     timestamps = np.asarray(timestamps, np.int64)[order]
+  if ratings is not None:
+    ratings = np.asarray(ratings, np.float32)[order]
 
   # Users: codes are already in first-appearance order; drop codes left without interactions.
   present = np.unique(users)
@@ -222,6 +233,7 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
       user_ids=np.array(user_ids, dtype=str),
       item_ids=np.array(item_ids, dtype=str),
       timestamps=timestamps,
+      ratings=ratings,
       item_text=text,
       user_features=features,
   )
@@ -230,9 +242,9 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
 def from_interactions(name: str, users: Sequence[str], items: Sequence[str],
                       timestamps: Sequence[int] | None = None,
                       item_text: Mapping[str, Mapping[str, str]] | None = None,
-                      user_features: Mapping[str, Mapping[str, Any]] | None = None
-                      ) -> InteractionData:
-  """Canonical data from raw (user, item[, timestamp]) interactions listed in file order.
+                      user_features: Mapping[str, Mapping[str, Any]] | None = None,
+                      ratings: Sequence[float] | None = None) -> InteractionData:
+  """Canonical data from raw (user, item[, timestamp][, rating]) interactions in file order.
 
   Args:
     name: dataset name.
@@ -242,16 +254,21 @@ def from_interactions(name: str, users: Sequence[str], items: Sequence[str],
     item_text: field -> {raw item id: text}; items without an entry get "".
     user_features: field -> {raw user id: value}; int columns get -1 and str columns "" when
       missing.
+    ratings: rating of each interaction (stored as float32), or None.
   """
-  if len(users) != len(items) or (timestamps is not None and len(timestamps) != len(users)):
-    raise ValueError(f"users, items and timestamps must have equal lengths, got {len(users)}, "
-                     f"{len(items)}, {None if timestamps is None else len(timestamps)}")
+  if (len(users) != len(items) or (timestamps is not None and len(timestamps) != len(users))
+      or (ratings is not None and len(ratings) != len(users))):
+    raise ValueError(f"users, items, timestamps and ratings must have equal lengths, got "
+                     f"{len(users)}, {len(items)}, "
+                     f"{None if timestamps is None else len(timestamps)}, "
+                     f"{None if ratings is None else len(ratings)}")
   user_ids, item_ids = _Ids(), _Ids()
   user_codes = np.fromiter((user_ids(str(u)) for u in users), np.int64, len(users))
   item_codes = np.fromiter((item_ids(str(i)) for i in items), np.int64, len(items))
   return _assemble(name, user_codes, item_codes, user_ids.raw, item_ids.raw,
                    None if timestamps is None else np.asarray(timestamps, np.int64),
-                   item_text, user_features, source=name)
+                   item_text, user_features, source=name,
+                   ratings=None if ratings is None else np.asarray(ratings, np.float32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +380,12 @@ def _read_interaction_rows(path: PathLike, *, sep: str | None, columns: Sequence
                            header: bool = False, encoding: str = "utf-8",
                            numeric_ids: bool = False, min_rating: float | None = None,
                            user_ids: _Ids, item_ids: _Ids):
-  """Parses one-interaction-per-line rows into (user codes, item codes, timestamps or None)."""
+  """Parses one-interaction-per-line rows.
+
+  Returns:
+    (user codes, item codes, timestamps or None, ratings or None) of the kept rows; timestamps
+    and ratings are None when `columns` has no such column.
+  """
   columns = list(columns)
   unknown = sorted(set(columns) - set(INTERACTION_COLUMNS))
   if unknown or "user" not in columns or "item" not in columns:
@@ -374,7 +396,7 @@ def _read_interaction_rows(path: PathLike, *, sep: str | None, columns: Sequence
   u_col, i_col = columns.index("user"), columns.index("item")
   r_col = columns.index("rating") if "rating" in columns else None
   t_col = columns.index("timestamp") if "timestamp" in columns else None
-  users, items, times = [], [], []
+  users, items, times, ratings = [], [], [], []
   lines = _lines(path, encoding)
   if header:
     next(lines, None)
@@ -392,6 +414,7 @@ def _read_interaction_rows(path: PathLike, *, sep: str | None, columns: Sequence
       rating = _float(parts[r_col], path, lineno, "rating")
       if min_rating is not None and rating < min_rating:
         continue
+      ratings.append(rating)
     if t_col is not None:
       times.append(_timestamp(parts[t_col], path, lineno))
     users.append(user_ids(_raw_id(parts[u_col].strip(), numeric_ids, path, lineno, "user id")))
@@ -399,7 +422,8 @@ def _read_interaction_rows(path: PathLike, *, sep: str | None, columns: Sequence
   if not seen:
     raise DataFormatError(path, "file has no interactions")
   return (np.asarray(users, np.int64), np.asarray(items, np.int64),
-          None if t_col is None else np.asarray(times, np.int64))
+          None if t_col is None else np.asarray(times, np.int64),
+          None if r_col is None else np.asarray(ratings, np.float32))
 
 
 def _timestamp(token: str, path: PathLike, lineno: int | None) -> int:
@@ -421,7 +445,8 @@ def read_pairs(interactions: PathLike, *, name: str = "pairs", sep: str | None =
     name: dataset name.
     sep: field separator; None splits on any whitespace.
     columns: meaning of each field, from "user", "item", "rating", "timestamp", "-" (ignored).
-      Without "timestamp", lines are taken to be chronological per user.
+      Without "timestamp", lines are taken to be chronological per user. A "rating" column
+      fills `InteractionData.ratings`.
     header: skip the first line.
     numeric_ids: require integer user and item ids.
     min_rating: keep rows whose rating is >= this (needs a "rating" column).
@@ -429,11 +454,11 @@ def read_pairs(interactions: PathLike, *, name: str = "pairs", sep: str | None =
     item_text: item-text join specs (see `read_item_text`).
   """
   user_ids, item_ids = _Ids(), _Ids()
-  users, items, times = _read_interaction_rows(
+  users, items, times, ratings = _read_interaction_rows(
       interactions, sep=sep, columns=columns, header=header, encoding=encoding,
       numeric_ids=numeric_ids, min_rating=min_rating, user_ids=user_ids, item_ids=item_ids)
   return _assemble(name, users, items, user_ids.raw, item_ids.raw, times,
-                   _joined_text(item_text), source=interactions)
+                   _joined_text(item_text), source=interactions, ratings=ratings)
 
 
 def read_sequences(sequences: PathLike, *, name: str = "sequences", sep: str | None = None,
@@ -488,7 +513,7 @@ def read_movielens_100k(ratings: PathLike, items: PathLike | None = None,
                         min_rating: float | None = None, order: str = "timestamp",
                         encoding: str = "latin-1",
                         item_text: Sequence[Mapping[str, Any]] = ()) -> InteractionData:
-  """Reads the raw MovieLens 100K release.
+  """Reads the raw MovieLens 100K release, keeping each interaction's rating (1..5 stars).
 
   Args:
     ratings: `u.data`, `user<TAB>item<TAB>rating<TAB>unix_ts`.
@@ -504,7 +529,7 @@ def read_movielens_100k(ratings: PathLike, items: PathLike | None = None,
   """
   sort_by_time = _check_order(order)
   user_ids, item_ids = _Ids(), _Ids()
-  u, i, t = _read_interaction_rows(
+  u, i, t, r = _read_interaction_rows(
       ratings, sep="\t", columns=("user", "item", "rating", "timestamp"), encoding=encoding,
       numeric_ids=True, min_rating=min_rating, user_ids=user_ids, item_ids=item_ids)
   text = {}
@@ -531,7 +556,7 @@ def read_movielens_100k(ratings: PathLike, items: PathLike | None = None,
       features["zip_code"][key] = parts[4]
   return _assemble(name, u, i, user_ids.raw, item_ids.raw, t,
                    _merge_text(text, _joined_text(item_text)), features, source=ratings,
-                   sort_by_time=sort_by_time)
+                   sort_by_time=sort_by_time, ratings=r)
 
 
 def read_movielens_1m(ratings: PathLike, movies: PathLike | None = None,
@@ -540,6 +565,8 @@ def read_movielens_1m(ratings: PathLike, movies: PathLike | None = None,
                       encoding: str = "latin-1",
                       item_text: Sequence[Mapping[str, Any]] = ()) -> InteractionData:
   """Reads a MovieLens release in the `::` format (ml-1m; ml-10m without users.dat).
+
+  Each interaction keeps its rating (1..5 stars; half stars in ml-10m) in `ratings`.
 
   Args:
     ratings: `ratings.dat`, `UserID::MovieID::Rating::Timestamp`.
@@ -555,7 +582,7 @@ def read_movielens_1m(ratings: PathLike, movies: PathLike | None = None,
   """
   sort_by_time = _check_order(order)
   user_ids, item_ids = _Ids(), _Ids()
-  u, i, t = _read_interaction_rows(
+  u, i, t, r = _read_interaction_rows(
       ratings, sep="::", columns=("user", "item", "rating", "timestamp"), encoding=encoding,
       numeric_ids=True, min_rating=min_rating, user_ids=user_ids, item_ids=item_ids)
   text = {}
@@ -581,7 +608,7 @@ def read_movielens_1m(ratings: PathLike, movies: PathLike | None = None,
       features["zip_code"][key] = parts[4]
   return _assemble(name, u, i, user_ids.raw, item_ids.raw, t,
                    _merge_text(text, _joined_text(item_text)), features, source=ratings,
-                   sort_by_time=sort_by_time)
+                   sort_by_time=sort_by_time, ratings=r)
 
 
 def _check_order(order: str) -> bool:
@@ -686,12 +713,13 @@ def read_atomic(inter: PathLike | None = None, item: PathLike | None = None, *,
   """Reads RecBole atomic files.
 
   Either `inter`, with columns `user_id:token`, `item_id:token` and optionally
-  `timestamp:float` (orders each user's rows) and `rating:float`; or the sequential benchmark
-  variant `test_inter` with `user_id:token`, `item_id_list:token_seq` (space-separated history,
-  possibly capped) and `item_id:token`, one row per user. The sequential variant's user sequence
-  is the test row's history + target; `valid_inter`, if given, must agree with it (its target is
-  the test history's last item and its history ends like the test history does), and extends it
-  by the older items it still holds when the test history was capped.
+  `timestamp:float` (orders each user's rows) and `rating:float` (fills `ratings`); or the
+  sequential benchmark variant `test_inter` with `user_id:token`, `item_id_list:token_seq`
+  (space-separated history, possibly capped) and `item_id:token`, one row per user. The
+  sequential variant's user sequence is the test row's history + target; `valid_inter`, if
+  given, must agree with it (its target is the test history's last item and its history ends
+  like the test history does), and extends it by the older items it still holds when the test
+  history was capped.
 
   Args:
     inter: `.inter` file with one interaction per row.
@@ -712,19 +740,19 @@ def read_atomic(inter: PathLike | None = None, item: PathLike | None = None, *,
     raise ValueError("'valid_inter' is only read together with 'test_inter'")
   user_ids, item_ids = _Ids(), _Ids()
   if inter is not None:
-    users, items, times = _read_atomic_inter(inter, sep, min_rating, ignore_columns, encoding,
-                                             user_ids, item_ids)
+    users, items, times, ratings = _read_atomic_inter(inter, sep, min_rating, ignore_columns,
+                                                      encoding, user_ids, item_ids)
     source = inter
   else:
     users, items = _read_atomic_sequential(test_inter, valid_inter, sep, ignore_columns,
                                            encoding, user_ids, item_ids)
-    times, source = None, test_inter
+    times, ratings, source = None, None, test_inter
   tables = []
   if item is not None:
     tables.append(_read_atomic_item(item, sep, encoding))
   tables.append(_joined_text(item_text))
   return _assemble(name, users, items, user_ids.raw, item_ids.raw, times, _merge_text(*tables),
-                   source=source)
+                   source=source, ratings=ratings)
 
 
 def _read_atomic_inter(path, sep, min_rating, ignore, encoding, user_ids, item_ids):
@@ -738,7 +766,7 @@ def _read_atomic_inter(path, sep, min_rating, ignore, encoding, user_ids, item_i
   has_time, has_rating = "timestamp" in names, "rating" in names
   if min_rating is not None and not has_rating:
     raise ValueError(f"min_rating={min_rating} needs a 'rating' column in {path}")
-  users, items, times = [], [], []
+  users, items, times, ratings = [], [], [], []
   seen = 0
   for lineno, row in rows:
     seen += 1
@@ -746,6 +774,7 @@ def _read_atomic_inter(path, sep, min_rating, ignore, encoding, user_ids, item_i
       rating = _float(row["rating"], path, lineno, "rating")
       if min_rating is not None and rating < min_rating:
         continue
+      ratings.append(rating)
     if has_time:
       times.append(_timestamp(row["timestamp"], path, lineno))
     users.append(user_ids(row["user_id"].strip()))
@@ -753,7 +782,8 @@ def _read_atomic_inter(path, sep, min_rating, ignore, encoding, user_ids, item_i
   if not seen:
     raise DataFormatError(path, "file has no rows after the header")
   return (np.asarray(users, np.int64), np.asarray(items, np.int64),
-          np.asarray(times, np.int64) if has_time else None)
+          np.asarray(times, np.int64) if has_time else None,
+          np.asarray(ratings, np.float32) if has_rating else None)
 
 
 def _read_sequential_file(path, sep, ignore, encoding) -> dict[str, tuple[int, list[str], str]]:

@@ -445,6 +445,7 @@ def _subset(data: InteractionData, keep: np.ndarray, user_of: np.ndarray) -> Int
       user_ids=data.user_ids[users],
       item_ids=data.item_ids[item_rows],
       timestamps=None if data.timestamps is None else data.timestamps[keep],
+      ratings=None if data.ratings is None else data.ratings[keep],
       item_text={k: v[item_rows] for k, v in data.item_text.items()},
       user_features={k: v[users] for k, v in data.user_features.items()},
   )

@@ -236,6 +236,11 @@ class UserCorpus:
   truncates the document: see `show`'s truncation rate and raise seq_len).
   Candidates (direct family): the positive plus `num_candidates` negatives drawn uniformly from
   the items the user never interacted with (in any split).
+  Extras ({rating}, {review}, ...): per-interaction columns from `extras`; when `extras` has no
+  "rating" and the data has `ratings` (e.g. MovieLens), {rating} is the data's rating. A field
+  always takes the value of the example's target interaction (a training-prefix interaction in
+  training, the held-out one in valid/test meta), so training text never shows a rating of a
+  held-out interaction.
   """
 
   def __init__(self, data: InteractionData, split: Split,
@@ -262,6 +267,8 @@ class UserCorpus:
     self.num_candidates = num_candidates
     self.domain = domain or data.name
     self.extras = dict(extras or {})
+    if "rating" not in self.extras and data.ratings is not None:
+      self.extras["rating"] = data.ratings
     self.user_features = user_features
     self.template_choice, self.seed = template_choice, seed
     self.add_bos, self.add_eos = add_bos, add_eos
@@ -318,7 +325,11 @@ class UserCorpus:
 
   def example(self, index: int) -> tuple[int, np.ndarray, int, int]:
     """(user row in data, full available history oldest first, target item or 0, global
-    interaction index of the target or -1) of base example `index`."""
+    interaction index of the target or -1) of base example `index`.
+
+    The interaction index is -1 only for an evaluation example whose history is not a prefix of
+    the user's sequence followed by the target (never the case for the built-in splits).
+    """
     row = int(self._rows[index])
     if self.part == "train":
       pos = int(self._positions[index])
@@ -328,7 +339,13 @@ class UserCorpus:
     eval_set = self.split.valid if self.part == "valid" else self.split.test
     user = int(eval_set.users[row])
     history = eval_set.histories[row]
-    return user, history, int(eval_set.targets[row]), -1
+    target = int(eval_set.targets[row])
+    # Both split protocols hold out the item right after the history.
+    interaction = int(self.data.sequences.offsets[user]) + len(history)
+    seq = self.data.sequences[user]
+    if len(history) >= len(seq) or int(seq[len(history)]) != target:
+      interaction = -1
+    return user, history, target, interaction
 
   def _item(self, item: int, role: str) -> Entity:
     return Entity(self.catalogue.texts[item], "item", role, item)
@@ -383,6 +400,9 @@ class UserCorpus:
       else:
         fields["answer"] = "no"
         fields["item"] = self._item(int(self._negatives(user, 1, rng)[0]), "candidate")
+    if template.needs and interaction < 0:
+      raise ValueError(f"template {template.name!r} needs {list(template.needs)}, but example "
+                       f"{index}'s target is not the interaction after its history")
     for name in template.needs:
       value = self.extras[name][interaction]
       fields[name] = f"{float(value):g}" if name == "rating" else str(value)

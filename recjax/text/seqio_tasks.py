@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
+from recjax import metrics
 from recjax.text import render
 
 SPLIT_TO_PART = {"train": "train", "validation": "valid", "test": "test"}
@@ -81,8 +82,13 @@ def corpus_source(make_corpus: Callable[[str], Sequence[render.Document]],
 def register_corpus_task(name: str, make_corpus: Callable[[str], Sequence[render.Document]],
                          vocabulary: seqio.Vocabulary,
                          splits: Sequence[str] = ("train", "validation", "test"),
-                         metric_fns: Sequence[Callable[..., Any]] = ()) -> seqio.Task:
-  """Registers (replacing any task of that name) a SeqIO task over a recjax corpus factory."""
+                         metric_fns: Sequence[Callable[..., Any]] | None = None) -> seqio.Task:
+  """Registers (replacing any task of that name) a SeqIO task over a recjax corpus factory.
+
+  `metric_fns` defaults to recjax's ranking metrics over generated item texts (HR/NDCG/MRR@K).
+  """
+  if metric_fns is None:
+    metric_fns = (metrics.generated_ranking_metric_fn(),)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   return seqio.TaskRegistry.add(

@@ -14,7 +14,9 @@ Fields a template may use (all item and user mentions become entity spans, see r
   {candidates}  the positive item mixed with sampled negatives, written like {history}
   {answer}      "yes" / "no" for the yes/no direct-recommendation prompts
   {rating} {review} {summary} {explanation}   per-interaction extras; a template using one is
-                skipped for data that lacks it (InteractionData has none of them by default)
+                skipped for data that lacks it. {rating} comes from `InteractionData.ratings`
+                when the reader filled it (MovieLens, rating columns); the others only from
+                `extras` passed to the corpus
   {domain}      the domain tag (a dataset's name, or the name given in a mixture)
 
 Families: `calrec` (CALRec-style history -> next item, [open] exact wording), `profile` (whole
