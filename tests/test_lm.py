@@ -12,6 +12,7 @@ from recjax.tasks.lm import LMTask
 from recjax.train import sharding as shard_lib
 from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
+from tests.trainer_utils import apply_overrides
 
 STEPS = 4
 
@@ -38,12 +39,7 @@ def tiny_config(**overrides):
   config.eval.corpora = "histories,items"
   config.eval.max_documents = 24
   config.eval.batch_size = 8
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  apply_overrides(config, overrides)
   config_lib.check_config(config)
   return config
 

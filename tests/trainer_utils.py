@@ -31,6 +31,11 @@ def tiny_config(**overrides):
   config.train.async_checkpointing = False
   config.eval.ks = (1, 10)
   config.eval.max_users = 64
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides: dict):
+  """Sets dotted keys ("train.num_steps") like --config.train.num_steps=... does."""
   for key, value in overrides.items():
     node = config
     *path, leaf = key.split(".")
