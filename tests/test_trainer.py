@@ -1,6 +1,5 @@
 """The shared trainer: exact resume, sharding invariance, accumulation, NaN and bad checkpoints."""
 import os
-import pathlib
 import shutil
 
 import jax

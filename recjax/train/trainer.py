@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import grain
 import jax
@@ -253,6 +253,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
         progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
       window_start, window_steps = time.perf_counter(), 0
 
+  def flush_pending():
+    """Checks the last dispatched step now (before evaluating, saving or stopping)."""
+    nonlocal pending
+    if pending is not None:
+      finish_step(*pending)
+      pending = None
+
   with _StopSignal() as stop_signal, jax.set_mesh(mesh):
     while train_state.step < num_steps:
       step = train_state.step + 1
@@ -266,30 +273,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
         progress.update(1)
 
       if tcfg.eval_every_steps and step % tcfg.eval_every_steps == 0 and step < num_steps:
-        finish_step(*pending)
-        pending = None
+        flush_pending()
         valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, step)
         valid_step = step
       # The last step is saved after the final evaluation, with its metrics.
       if (tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and
           step < num_steps):
-        if pending is not None:  # Never save a state whose loss has not been checked.
-          finish_step(*pending)
-          pending = None
+        flush_pending()  # Never save a state whose loss has not been checked.
         # Only metrics of this very state may rank it among the best checkpoints.
         ckpt_lib.save(manager, step, train_state.state, data_iter,
                       metrics=valid_metrics if valid_step == step else None)
       if stop_signal.should_stop():
-        if pending is not None:
-          finish_step(*pending)
-          pending = None
+        flush_pending()
         logging.warning("signal %s received: saving step %d and exiting", stop_signal.received,
                         step)
         ckpt_lib.save(manager, step, train_state.state, data_iter, force=True)
         stopped = True
         break
-    if pending is not None:
-      finish_step(*pending)
+    flush_pending()
 
     final: dict[str, float] = {}
     if not stopped:
@@ -316,7 +317,7 @@ def _evaluate(task: Task, train_state: TrainState, mesh, split: str, writer: Met
               step: int) -> dict[str, float]:
   start = time.perf_counter()
   metrics = task.evaluate(train_state.model(), split, mesh)
-  metrics[f"eval_seconds"] = time.perf_counter() - start
+  metrics["eval_seconds"] = time.perf_counter() - start
   writer.write(step, {f"{split}/{k}": v for k, v in metrics.items()})
   logging.info("step %d %s: %s", step, split,
                ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
