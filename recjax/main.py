@@ -83,7 +83,10 @@ def main(argv) -> None:
       heading = getattr(task, "results_heading", None) or (
           "full-catalogue ranking" +
           (" without history items" if config.eval.get("exclude_history") else ""))
-      print(f"\n{task_summary(task)}\nstep {result.step}, {heading}:\n{table}")
+      step = (f"best checkpoint by valid {config.train.best_metric}: step "
+              f"{result.metrics['best_step']} of {result.step}"
+              if "best_step" in result.metrics else f"step {result.step}")
+      print(f"\n{task_summary(task)}\n{step}, {heading}:\n{table}")
       with open(os.path.join(FLAGS.workdir, "results.txt"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
 

@@ -102,13 +102,30 @@ def test_best_metric_keeps_the_best_evaluated_checkpoint(tmp_path):
   config = tiny_config(**{"train.num_steps": 8, "train.eval_every_steps": 2,
                           "train.checkpoint_every_steps": 2, "train.max_checkpoints_to_keep": 2,
                           "train.best_metric": "sampled20_ndcg@10", "eval.max_users": 0})
-  _run(config, tmp_path)
+  result = _run(config, tmp_path)
   records = read_jsonl(tmp_path / "metrics.jsonl")
   score = {r["step"]: r["valid/sampled20_ndcg@10"] for r in records
            if "valid/sampled20_ndcg@10" in r}
   kept = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
   best_two = sorted(sorted(score, key=lambda s: -score[s])[:2])
   assert kept == best_two
+  assert result.metrics["best_step"] == max(score, key=lambda s: score[s])
+
+
+def test_best_metric_reports_the_best_checkpoint(tmp_path):
+  # best_mode="min" on a ranking metric makes an early, barely trained step the 'best', so the
+  # reported figures must come from restoring that checkpoint, not from the final state.
+  config = tiny_config(**{"train.num_steps": 8, "train.eval_every_steps": 2,
+                          "train.checkpoint_every_steps": 2, "train.best_metric": "ndcg@10",
+                          "train.best_mode": "min", "eval.max_users": 0})
+  result = _run(config, tmp_path)
+  records = read_jsonl(tmp_path / "metrics.jsonl")
+  score = {r["step"]: r["valid/ndcg@10"] for r in records if "valid/ndcg@10" in r}
+  best = min(score, key=lambda s: score[s])
+  assert best != 8 and result.metrics["best_step"] == best
+  assert result.metrics["valid/ndcg@10"] == pytest.approx(score[best], abs=1e-6)
+  (final_test,) = [r["test/ndcg@10"] for r in records if "test/ndcg@10" in r]
+  assert result.metrics["test/ndcg@10"] != pytest.approx(final_test, abs=1e-6)
 
 
 def test_best_metric_without_matching_eval_schedule_is_rejected(tmp_path):

@@ -186,7 +186,10 @@ class TrainResult:
   step: int
   train_state: TrainState
   losses: list[float]  # training loss at every step run in this call
-  metrics: dict[str, float]  # final 'valid/...' and 'test/...' metrics (empty if stopped early)
+  # Final 'valid/...' and 'test/...' metrics (empty if stopped early). With train.best_metric
+  # they are those of the best validated checkpoint, whose step is under 'best_step', and
+  # `train_state` holds that checkpoint.
+  metrics: dict[str, float]
   stopped_by_signal: bool = False
 
 
@@ -301,6 +304,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
       if manager.latest_step() != train_state.step:
         ckpt_lib.save(manager, train_state.step, train_state.state, data_iter,
                       metrics=valid_metrics, force=True)
+      if tcfg.best_metric:
+        # As RecBole does: the reported figures are those of the best validated checkpoint.
+        manager.wait_until_finished()
+        best_step = manager.best_step()
+        final["best_step"] = best_step
+        if best_step != train_state.step:  # the final state is saved: swap the best one in
+          train_state.state = ckpt_lib.restore(manager, best_step, train_state.state, None)
+          for split in ("valid", "test"):
+            metrics = task.evaluate(train_state.model(), split, mesh)
+            final.update({f"{split}/{k}": v for k, v in metrics.items()})
+          logging.info("best checkpoint: step %d (valid %s=%.4f)", best_step,
+                       tcfg.best_metric, final[f"valid/{tcfg.best_metric}"])
   manager.wait_until_finished()
   manager.close()
   writer.close()
@@ -344,7 +359,9 @@ def default_config() -> ml_collections.ConfigDict:
       checkpoint_every_steps=1000,   # periodic checkpoints (a final one is always written).
       max_checkpoints_to_keep=3,     # older (or worse, with best_metric) ones are deleted.
       async_checkpointing=True,      # write checkpoints in the background.
-      best_metric="",                # keep the best checkpoints by this valid metric, e.g. "ndcg@10".
+      # Keep the best checkpoints by this validation metric (e.g. "ndcg@10") and report the final
+      # valid/test figures of the best one, as RecBole does; "" keeps the latest and reports it.
+      best_metric="",
       best_mode="max",               # max | min for best_metric.
       progress_bar=True,             # tqdm bar with loss, steps/s and ETA (process 0 only).
   ))
