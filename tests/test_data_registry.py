@@ -143,7 +143,7 @@ def test_builtins_listed_and_resolvable():
 @pytest.mark.parametrize("spec,match", [
     ({"name": "ml-10k"}, r"unknown dataset 'ml-10k'; built-in datasets: \['amazon_beauty'"),
     ({"name": "x", "format": "csv", "dir": "x", "files": {}},
-     r"unknown format 'csv'; valid formats: \['atomic'"),
+     r"unknown format 'csv'; valid formats: \['amazon_reviews', 'atomic'"),
     ({"name": "ml-100k", "min_ratin": 4}, r"unknown spec key\(s\) \['min_ratin'\].*'min_rating'"),
     ({"name": "ml-100k", "files": {"ratingz": "u.data"}},
      r"unknown file role\(s\) \['ratingz'\].*\['ratings', 'items', 'users'\]"),

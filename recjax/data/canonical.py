@@ -57,6 +57,10 @@ class InteractionData:
   # `timestamps`, or None when the files carry no rating column. Text rendering uses them for the
   # P5 rating prompts.
   ratings: np.ndarray | None = None
+  # Per-interaction text (e.g. Amazon's "review" and "summary"), each a str array aligned with
+  # `sequences.values` like `ratings`; "" where an interaction has none. The P5 explanation and
+  # review prompts render from them.
+  reviews: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   # Item text fields (e.g. "title", "brand", "categories", "description"), each a str array
   # [num_items + 1] aligned with `item_ids`; "" where an item lacks that field.
   item_text: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)

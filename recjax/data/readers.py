@@ -9,21 +9,29 @@ Supported formats (docs/data_formats.md shows an example file of each):
 - LC-Rec JSON: `X.inter.json` `{"user": [item, ...]}` + `X.item.json` `{"item": {field: text}}`.
 - RecBole atomic files: `name:type` header; `.inter` rows (`user_id item_id [timestamp] [rating]`)
   or the sequential benchmark variant (`user_id item_id_list item_id`), `.item` text table.
+- Amazon Reviews (McAuley lab, 2014 and 2018 releases): the per-category review files
+  (`Office_Products_5.json.gz`: one JSON review per line) and metadata files
+  (`meta_Office_Products.json.gz`; the 2014 release writes Python literals instead of JSON).
 - item-text join files (delimited or JSON) that add text fields to any of the above.
+Files whose name ends in `.gz` are decompressed on the fly.
 
 Every reader numbers users 0.. in order of first appearance in the interaction file, orders each
 user's interactions by time (stable, so equal times keep file order), numbers items 1.. in order of
 first appearance when the users' sequences are read one after another, and keeps the raw ids.
-Ratings (MovieLens, a pairs file's "rating" column, an atomic `rating:float` column) are kept in
-`InteractionData.ratings`, aligned with the items like the timestamps.
+Ratings (MovieLens, a pairs file's "rating" column, an atomic `rating:float` column, Amazon's
+"overall") are kept in `InteractionData.ratings`, and Amazon's review text and summary in
+`InteractionData.reviews`, aligned with the items like the timestamps.
 Malformed input raises `DataFormatError` naming the file, the line and the problem.
 """
 from __future__ import annotations
 
+import ast
+import gzip
 import html
 import json
 import os
 import re
+import zlib
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -102,12 +110,19 @@ def _check_file(path: PathLike) -> None:
     raise DataFormatError(path, "expected a file, found a directory")
 
 
+def _open_text(path: PathLike, encoding: str):
+  """A text file, decompressed on the fly when its name ends in .gz."""
+  if os.fspath(path).endswith(".gz"):
+    return gzip.open(path, "rt", encoding=encoding, newline=None)
+  return open(path, encoding=encoding, newline=None)
+
+
 def _lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
   """Yields (1-based line number, line without its newline), skipping blank lines."""
   _check_file(path)
   lineno = 0
   try:
-    with open(path, encoding=encoding, newline=None) as f:
+    with _open_text(path, encoding) as f:
       for lineno, line in enumerate(f, start=1):
         line = line.rstrip("\r\n")
         if line.strip():
@@ -115,6 +130,9 @@ def _lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
   except UnicodeDecodeError as e:
     raise DataFormatError(path, f"cannot decode as {encoding} ({e.reason}); set the 'encoding' "
                           "option (MovieLens files are latin-1)", lineno + 1) from None
+  except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz
+    raise DataFormatError(path, f"cannot read the file ({type(e).__name__}: {e})",
+                          lineno + 1) from None
 
 
 def _split(line: str, sep: str | None) -> list[str]:
@@ -177,11 +195,12 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
               item_text: Mapping[str, Mapping[str, str]] | None = None,
               user_features: Mapping[str, Mapping[str, Any]] | None = None,
               source: PathLike = "", sort_by_time: bool = True,
-              ratings: np.ndarray | None = None) -> InteractionData:
+              ratings: np.ndarray | None = None,
+              reviews: Mapping[str, Sequence[str]] | None = None) -> InteractionData:
   """Builds `InteractionData` from per-interaction user/item codes in file order.
 
-  `timestamps` and `ratings`, when given, hold one value per interaction in the same file order
-  and are reordered together with the items.
+  `timestamps`, `ratings` and each `reviews` column, when given, hold one value per interaction
+  in the same file order and are reordered together with the items.
   """
   users = np.asarray(users, np.int64)
   items = np.asarray(items, np.int64)
@@ -201,6 +220,7 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
     timestamps = np.asarray(timestamps, np.int64)[order]
   if ratings is not None:
     ratings = np.asarray(ratings, np.float32)[order]
+  reviews = {k: np.array(v, dtype=TEXT_DTYPE)[order] for k, v in (reviews or {}).items()}
 
   # Users: codes are already in first-appearance order; drop codes left without interactions.
   present = np.unique(users)
@@ -234,6 +254,7 @@ def _assemble(name: str, users: np.ndarray, items: np.ndarray, user_raw: Sequenc
       item_ids=np.array(item_ids, dtype=str),
       timestamps=timestamps,
       ratings=ratings,
+      reviews=reviews,
       item_text=text,
       user_features=features,
   )
@@ -650,6 +671,112 @@ def read_lcrec_json(inter: PathLike, item: PathLike | None = None, *, name: str 
   tables.append(_joined_text(item_text))
   return _assemble(name, np.asarray(users), np.asarray(items), user_ids.raw, item_ids.raw,
                    None, _merge_text(*tables), source=inter)
+
+
+# ----------------------------------------------------------------------------------------------
+# Amazon Reviews (McAuley lab) review and metadata files.
+
+AMAZON_ITEM_FIELDS = ("title", "brand", "categories", "description", "price")
+
+
+def _json_records(path: PathLike, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, object) of a JSON-lines file; Python-literal lines (Amazon 2014) also parse."""
+  for lineno, line in _lines(path, encoding):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      try:
+        record = ast.literal_eval(line)
+      except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise DataFormatError(path, f"not a JSON object: {e.msg} (column {e.colno})",
+                              lineno) from None
+    if not isinstance(record, dict):
+      raise DataFormatError(path, f"expected a JSON object per line, got "
+                            f"{type(record).__name__}", lineno)
+    yield lineno, record
+
+
+def _required(record: Mapping[str, Any], key: str, path: PathLike, lineno: int) -> Any:
+  if key not in record or record[key] in (None, ""):
+    raise DataFormatError(path, f"record has no {key!r} (keys: {sorted(record)[:12]})", lineno)
+  return record[key]
+
+
+def _amazon_item_text(record: Mapping[str, Any]) -> dict[str, str]:
+  """Text fields of one metadata record (2018: `category` list, `description` list; 2014:
+  `categories` list of lists, `description` string)."""
+  def flat(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+      return [x for v in value for x in flat(v)]
+    return [] if value is None else [str(value)]
+
+  categories = flat(record.get("category") or record.get("categories") or [])
+  categories = list(dict.fromkeys(c.strip() for c in categories if c.strip()))
+  price = record.get("price", "")
+  if isinstance(price, (int, float)) and not isinstance(price, bool):
+    price = f"${price:.2f}"
+  text = {"title": " ".join(flat(record.get("title"))),
+          "brand": " ".join(flat(record.get("brand"))),
+          "categories": ", ".join(categories),
+          "description": " ".join(flat(record.get("description"))),
+          # 2018 pages without a price hold CSS/JS fragments in this field.
+          "price": price if isinstance(price, str) and price.startswith("$") else ""}
+  return {k: clean_text(v) for k, v in text.items()}
+
+
+def read_amazon_reviews(reviews: PathLike, meta: PathLike | None = None, *,
+                        name: str = "amazon", min_rating: float | None = None,
+                        encoding: str = "utf-8",
+                        item_text: Sequence[Mapping[str, Any]] = ()) -> InteractionData:
+  """Reads an Amazon Reviews review file and, optionally, its metadata file.
+
+  Each review line needs `reviewerID`, `asin`, `unixReviewTime` and `overall` (1-5 stars, the
+  rating); `reviewText` and `summary` become `reviews["review"]` and
+  `reviews["summary"]`. Interactions are ordered by time per user (equal times keep file order).
+  Metadata lines (`asin` plus any of `title`, `brand`, `category`/`categories`, `description`,
+  `price`) give the item text fields AMAZON_ITEM_FIELDS; metadata of items without reviews is
+  ignored.
+
+  Args:
+    reviews: the review file (e.g. `Office_Products_5.json.gz`, the official 5-core subset).
+    meta: the metadata file (e.g. `meta_Office_Products.json.gz`), or None.
+    name: dataset name.
+    min_rating: keep reviews whose `overall` is >= this.
+    encoding: text encoding of both files.
+    item_text: further item-text join specs (see `read_item_text`).
+  """
+  user_ids, item_ids = _Ids(), _Ids()
+  users, items, times, ratings, texts, summaries = [], [], [], [], [], []
+  for lineno, record in _json_records(reviews, encoding):
+    user = str(_required(record, "reviewerID", reviews, lineno))
+    item = str(_required(record, "asin", reviews, lineno))
+    time = _int(str(_required(record, "unixReviewTime", reviews, lineno)), reviews, lineno,
+                "unixReviewTime")
+    rating = _float(str(_required(record, "overall", reviews, lineno)), reviews, lineno,
+                    "overall")
+    if min_rating is not None and rating < min_rating:
+      continue
+    users.append(user_ids(user))
+    items.append(item_ids(item))
+    times.append(time)
+    ratings.append(rating)
+    texts.append(clean_text(str(record.get("reviewText") or "")))
+    summaries.append(clean_text(str(record.get("summary") or "")))
+  tables = []
+  if meta is not None:
+    wanted = set(item_ids.raw)
+    table: dict[str, dict[str, str]] = {f: {} for f in AMAZON_ITEM_FIELDS}
+    for lineno, record in _json_records(meta, encoding):
+      asin = str(_required(record, "asin", meta, lineno))
+      if asin in wanted:
+        for field, value in _amazon_item_text(record).items():
+          table[field][asin] = value
+    tables.append(table)
+  tables.append(_joined_text(item_text))
+  return _assemble(name, np.asarray(users), np.asarray(items), user_ids.raw, item_ids.raw,
+                   np.asarray(times, np.int64), _merge_text(*tables), source=reviews,
+                   ratings=np.asarray(ratings, np.float32),
+                   reviews={"review": texts, "summary": summaries})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,6 +62,11 @@ FORMATS: dict[str, dict[str, Any]] = {
         "files": {"inter": True, "item": False},
         "options": (),
     },
+    "amazon_reviews": {
+        "reader": readers.read_amazon_reviews,
+        "files": {"reviews": True, "meta": False},
+        "options": ("min_rating", "encoding"),
+    },
     "atomic": {
         "reader": readers.read_atomic,
         # One of "inter" or "test_inter" (read_atomic checks which).
@@ -351,6 +356,9 @@ def load_dataset_with_report(spec: Mapping[str, Any] | str,
   report = None
   if spec.get("preprocess"):
     data, report = filter_interactions(data, **spec["preprocess"])
+    if data.num_interactions == 0:
+      raise ValueError(f"dataset {spec['name']!r}: preprocess {dict(spec['preprocess'])} removed "
+                       f"all {report.interactions_before:,} interactions; lower the thresholds")
   logging.info("Loaded %s", data.summary())
   return data, report
 
@@ -446,6 +454,7 @@ def _subset(data: InteractionData, keep: np.ndarray, user_of: np.ndarray) -> Int
       item_ids=data.item_ids[item_rows],
       timestamps=None if data.timestamps is None else data.timestamps[keep],
       ratings=None if data.ratings is None else data.ratings[keep],
+      reviews={k: v[keep] for k, v in data.reviews.items()},
       item_text={k: v[item_rows] for k, v in data.item_text.items()},
       user_features={k: v[users] for k, v in data.user_features.items()},
   )

@@ -15,6 +15,7 @@ directly as Grain `MapDataset` sources:
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -219,6 +220,35 @@ def _user_pieces(data: InteractionData, user: int, with_features: bool) -> list[
   return pieces
 
 
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def first_sentence(text: str) -> str:
+  """The text up to its first sentence end (".", "!" or "?" followed by a space), or all of it."""
+  return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+
+
+def default_extras(data: InteractionData) -> dict[str, np.ndarray]:
+  """Per-interaction template extras the data itself provides.
+
+  {rating} from `data.ratings`; {review} and {summary} from `data.reviews` (Amazon's review text
+  and headline); {explanation} is the review's first sentence. (P5 takes explanations from
+  Sentires feature-opinion extraction over the review; without that tool the first sentence is
+  the closest documented stand-in.) Interactions without review text render "".
+  """
+  extras: dict[str, np.ndarray] = {}
+  if data.ratings is not None:
+    extras["rating"] = data.ratings
+  for name in ("review", "summary"):
+    if name in data.reviews:
+      extras[name] = data.reviews[name]
+  if "review" in data.reviews:
+    extras["explanation"] = np.array([first_sentence(str(t)) for t in data.reviews["review"]],
+                                     dtype=data.reviews["review"].dtype)
+  return extras
+
+
 class UserCorpus:
   """Templated user examples from one part ("train", "valid", "test") of a split.
 
@@ -236,8 +266,8 @@ class UserCorpus:
   truncates the document: see `show`'s truncation rate and raise seq_len).
   Candidates (direct family): the positive plus `num_candidates` negatives drawn uniformly from
   the items the user never interacted with (in any split).
-  Extras ({rating}, {review}, ...): per-interaction columns from `extras`; when `extras` has no
-  "rating" and the data has `ratings` (e.g. MovieLens), {rating} is the data's rating. A field
+  Extras ({rating}, {review}, ...): per-interaction columns from `extras`, by default those of
+  `default_extras(data)` (ratings; Amazon review text, summary and explanation). A field
   always takes the value of the example's target interaction (a training-prefix interaction in
   training, the held-out one in valid/test meta), so training text never shows a rating of a
   held-out interaction.
@@ -267,8 +297,8 @@ class UserCorpus:
     self.num_candidates = num_candidates
     self.domain = domain or data.name
     self.extras = dict(extras or {})
-    if "rating" not in self.extras and data.ratings is not None:
-      self.extras["rating"] = data.ratings
+    for name, column in default_extras(data).items():
+      self.extras.setdefault(name, column)
     self.user_features = user_features
     self.template_choice, self.seed = template_choice, seed
     self.add_bos, self.add_eos = add_bos, add_eos
