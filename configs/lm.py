@@ -20,7 +20,9 @@ Measured figures are in docs/benchmarks.md.
 Any other NAME is a dataset of recjax.data.registry (e.g. amazon_office, ml-100k), read from
 $RECJAX_DATA_DIR or `--config.data.root`, with an 8,000-piece tokenizer and 1,000 steps.
 
-Useful overrides: `--config.model.lora.rank=8` (train LoRA adapters only),
+Useful overrides: `--config.model.hf_checkpoint=DIR` (fine-tune a local Hugging Face checkpoint:
+architecture, weights and tokenizer.json from DIR), `--config.model.lora.rank=8` (train LoRA
+adapters only),
 `--config.lm.text_file=corpus.txt` (plain text, one document per line),
 `--config.eval.corpora=histories,items,wiki=/data/wiki.txt`, `--config.text.templates=calrec,p5`.
 Re-running the same command resumes from the latest checkpoint.

@@ -40,6 +40,17 @@ HF_CONFIGS = {
         **COMMON, num_hidden_layers=2, tie_word_embeddings=True),
     'qwen3': lambda: transformers.Qwen3Config(
         **COMMON, num_hidden_layers=2, tie_word_embeddings=False),
+    # YaRN with a 16-token original context: scaling matters from position 16.
+    'qwen2_yarn': lambda: transformers.Qwen2Config(
+        **COMMON, num_hidden_layers=2, max_position_embeddings=64,
+        rope_scaling={'rope_type': 'yarn', 'factor': 4.0,
+                      'original_max_position_embeddings': 16}),
+    'llama_yarn': lambda: transformers.LlamaConfig(
+        **COMMON, num_hidden_layers=2, max_position_embeddings=48,
+        rope_parameters={'rope_type': 'yarn', 'rope_theta': 100.0, 'factor': 3.0,
+                         'original_max_position_embeddings': 16, 'beta_fast': 8,
+                         'beta_slow': 0.25, 'truncate': False, 'mscale': 1.2,
+                         'mscale_all_dim': 0.6}),
 }
 FAMILIES = sorted(HF_CONFIGS)
 
@@ -99,6 +110,59 @@ def test_logits_match_transformers(family, checkpoints, loaded, forward):
   assert np.abs(got - ref).max() <= 1e-4
 
 
+@pytest.mark.parametrize('family', ['llama', 'llama_yarn', 'qwen2_yarn'])
+def test_scaled_rope_matches_transformers_beyond_original_context(
+    family, checkpoints, loaded, forward):
+  hf, path = checkpoints[family]
+  cfg = loaded[family].cfg
+  assert cfg.rope_original_max_position == 16
+  tokens = _tokens((2, 40))
+  with torch.no_grad():
+    ref = hf(torch.tensor(tokens)).logits.numpy()
+  unscaled = hf_checkpoint.load_hf_checkpoint(path, dtype='float32',
+                                              rope_scaling='default')
+  with jax.default_matmul_precision('highest'):
+    got = np.asarray(forward(loaded[family], jnp.asarray(tokens)))
+    plain = np.asarray(forward(unscaled, jnp.asarray(tokens)))
+  assert np.abs(got - ref).max() <= 1e-4
+  assert np.abs(plain - ref)[:, 16:].max() > 1e-2  # The scaling matters here.
+
+
+def test_yarn_config_mapping():
+  cfg = hf_checkpoint.config_from_hf(HF_CONFIGS['llama_yarn']().to_dict())
+  assert (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.rope_beta_fast,
+          cfg.rope_beta_slow, cfg.rope_truncate) == ('yarn', 3.0, 8.0, 0.25, False)
+  mscale = lambda m: 0.1 * m * np.log(3.0) + 1.0
+  assert cfg.rope_attention_scale == pytest.approx(mscale(1.2) / mscale(0.6))
+  cfg = hf_checkpoint.config_from_hf(HF_CONFIGS['qwen2_yarn']().to_dict())
+  assert cfg.rope_attention_factor is None
+  assert cfg.rope_attention_scale == pytest.approx(0.1 * np.log(4.0) + 1.0)
+  assert (cfg.rope_beta_fast, cfg.rope_beta_slow, cfg.rope_truncate) == (32.0, 1.0, True)
+  # Old-style rope_scaling without factor: the max_position_embeddings ratio.
+  hf = {**HF_CONFIGS['qwen2']().to_dict(), 'max_position_embeddings': 128,
+        'rope_parameters': None, 'rope_theta': 1e4,
+        'rope_scaling': {'type': 'yarn', 'original_max_position_embeddings': 32}}
+  assert hf_checkpoint.config_from_hf(hf).rope_scaling_factor == 4.0
+  hf['rope_scaling'] = {'rope_type': 'yarn', 'factor': 0.5}
+  with pytest.raises(ValueError, match='factor > 1'):
+    hf_checkpoint.config_from_hf(hf)
+  explicit = llm.get_preset('tiny_qwen3', rope_scaling='yarn', rope_scaling_factor=2.0,
+                            rope_original_max_position=16, rope_attention_factor=1.5)
+  back = hf_checkpoint.config_from_hf(hf_checkpoint.hf_config_dict(explicit),
+                                      dtype=explicit.dtype)
+  assert back == explicit
+
+
+@pytest.mark.parametrize('overrides, match', [
+    (dict(rope_scaling_factor=1.0), 'factor > 1'),
+    (dict(rope_scaling_factor=4.0, rope_beta_fast=1.0), 'rope_beta_fast > rope_beta_slow'),
+    (dict(rope_scaling_factor=4.0, rope_attention_factor=0.0), 'must be > 0'),
+])
+def test_yarn_rejects_bad_values(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    llm.LLMConfig(rope_scaling='yarn', **overrides)
+
+
 @pytest.mark.parametrize('family', FAMILIES)
 def test_greedy_generation_matches_transformers(family, checkpoints, loaded):
   hf, _ = checkpoints[family]
@@ -130,11 +194,10 @@ def test_export_roundtrip_is_bitwise(family, checkpoints, loaded, tmp_path):
     assert exported[name].shape == tensor.shape, name
     assert exported[name].tobytes() == tensor.tobytes(), name
   cfg = hf_checkpoint.load_hf_config(str(tmp_path), dtype='float32')
-  assert cfg.local_layers == loaded[family].cfg.local_layers
-  assert cfg.num_params() == loaded[family].cfg.num_params()
+  assert cfg == loaded[family].cfg
 
 
-@pytest.mark.parametrize('family', ['gemma3', 'llama'])
+@pytest.mark.parametrize('family', ['gemma3', 'llama', 'llama_yarn', 'qwen2_yarn'])
 def test_sharded_export_loads_in_transformers(family, checkpoints, loaded, tmp_path):
   hf, _ = checkpoints[family]
   hf_checkpoint.save_hf_checkpoint(loaded[family], str(tmp_path),
@@ -142,7 +205,7 @@ def test_sharded_export_loads_in_transformers(family, checkpoints, loaded, tmp_p
   with open(tmp_path / 'model.safetensors.index.json') as f:
     assert len(set(json.load(f)['weight_map'].values())) > 1
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
-  tokens = torch.tensor(_tokens())
+  tokens = torch.tensor(_tokens((2, 40)))
   with torch.no_grad():
     np.testing.assert_array_equal(reloaded(tokens).logits.numpy(),
                                   hf(tokens).logits.numpy())

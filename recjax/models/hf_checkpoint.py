@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Callable, Iterator
 
@@ -99,8 +100,19 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> llm.LLMConfig:
   rope_type = rope.get('rope_type', rope.get('type', 'default'))
   if rope.get('partial_rotary_factor', 1.0) != 1.0:
     raise ValueError('partial_rotary_factor != 1 is not supported')
-  if rope_type not in ('default', 'linear', 'llama3'):
+  if rope_type not in ('default', 'linear', 'llama3', 'yarn'):
     raise ValueError(f'Unsupported rope type {rope_type!r}')
+  max_position = hf.get('max_position_embeddings', 8192)
+  original_max_position = int(rope.get('original_max_position_embeddings') or
+                              max_position)
+  factor = rope.get('factor')
+  if factor is None:  # HF's yarn then takes max_position / original_max_position.
+    factor = max_position / original_max_position if rope_type == 'yarn' else 1.0
+  attention_factor = rope.get('attention_factor')
+  if (rope_type == 'yarn' and attention_factor is None and rope.get('mscale') and
+      rope.get('mscale_all_dim')):
+    attention_factor = (_yarn_mscale(factor, rope['mscale']) /
+                        _yarn_mscale(factor, rope['mscale_all_dim']))
   local_theta = None
   if family == 'gemma3':
     local_theta = (rope_local or {}).get(
@@ -158,13 +170,16 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> llm.LLMConfig:
       rope_theta=float(rope.get('rope_theta', default_theta)),
       rope_local_theta=None if local_theta is None else float(local_theta),
       rope_scaling=rope_type,
-      rope_scaling_factor=float(rope.get('factor', 1.0)),
+      rope_scaling_factor=float(factor),
       rope_low_freq_factor=float(rope.get('low_freq_factor', 1.0)),
       rope_high_freq_factor=float(rope.get('high_freq_factor', 4.0)),
-      rope_original_max_position=int(
-          rope.get('original_max_position_embeddings') or
-          hf.get('max_position_embeddings', 8192)),
-      max_position_embeddings=hf.get('max_position_embeddings', 8192),
+      rope_original_max_position=original_max_position,
+      rope_beta_fast=float(rope.get('beta_fast') or 32.0),
+      rope_beta_slow=float(rope.get('beta_slow') or 1.0),
+      rope_attention_factor=(None if attention_factor is None
+                             else float(attention_factor)),
+      rope_truncate=bool(rope.get('truncate', True)),
+      max_position_embeddings=max_position,
       bos_token_id=hf.get('bos_token_id'),
       eos_token_id=(tuple(hf['eos_token_id'])
                     if isinstance(hf.get('eos_token_id'), list)
@@ -175,6 +190,11 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> llm.LLMConfig:
   )
   fields.update(overrides)
   return llm.LLMConfig(**fields)
+
+
+def _yarn_mscale(factor: float, mscale: float) -> float:
+  """HF's YaRN `get_mscale`."""
+  return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 def load_hf_config(path: str, **overrides: Any) -> llm.LLMConfig:
@@ -201,6 +221,14 @@ def hf_config_dict(cfg: llm.LLMConfig, torch_dtype: str = 'float32') -> dict[str
         'low_freq_factor': cfg.rope_low_freq_factor,
         'high_freq_factor': cfg.rope_high_freq_factor,
         'original_max_position_embeddings': cfg.rope_original_max_position}
+  elif cfg.rope_scaling == 'yarn':
+    rope_scaling = {
+        'rope_type': 'yarn', 'factor': cfg.rope_scaling_factor,
+        'original_max_position_embeddings': cfg.rope_original_max_position,
+        'beta_fast': cfg.rope_beta_fast, 'beta_slow': cfg.rope_beta_slow,
+        'truncate': cfg.rope_truncate}
+    if cfg.rope_attention_factor is not None:
+      rope_scaling['attention_factor'] = cfg.rope_attention_factor
   hf = {
       'architectures': [arch],
       'model_type': model_type,
@@ -460,6 +488,11 @@ def load_hf_checkpoint(path: str,
       shardings parameters go to the default device.
     **overrides: `LLMConfig` fields replaced when `cfg` is None.
 
+  A `cfg.vocab_size` above the checkpoint's grows the embedding (and untied
+  output) table: each new row is the mean of the checkpoint's rows plus small
+  noise (`recjax.tokenizer.resize_embedding_table`), e.g. for added special
+  tokens.
+
   Returns:
     The model with the checkpoint's weights (stored in `cfg.param_dtype`).
   """
@@ -496,6 +529,8 @@ def load_hf_checkpoint(path: str,
         host = np.empty(shape, dtype)
         for i in range(shape[0]):
           host[i] = rule.to_ours(reader.get(rule.hf_name.format(i=i)))
+      if key in ('embedding', 'lm_head'):
+        host = _grow_vocab(host, cfg.vocab_size, axis=0 if key == 'embedding' else 1)
       if host.shape != tuple(shape):
         raise ValueError(f'{var_path}: checkpoint shape {host.shape} != model '
                          f'shape {tuple(shape)}')
@@ -507,6 +542,15 @@ def load_hf_checkpoint(path: str,
       del host
       leaves.append((var_path, var.replace(value)))
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def _grow_vocab(table: np.ndarray, vocab_size: int, axis: int) -> np.ndarray:
+  """`table` with its vocabulary `axis` grown to `vocab_size` (never shrunk)."""
+  if table.shape[axis] >= vocab_size:
+    return table
+  from recjax import tokenizer  # pylint: disable=g-import-not-at-top
+  grown = tokenizer.resize_embedding_table(np.moveaxis(table, axis, 0), vocab_size)
+  return np.ascontiguousarray(np.moveaxis(grown, 0, axis))
 
 
 # ------------------------------------------------------------------------------

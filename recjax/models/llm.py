@@ -98,11 +98,22 @@ class LLMConfig:
     rope_local_theta: RoPE base frequency of local layers (Gemma 3: 10000);
       None reuses the global RoPE.
     rope_scaling: RoPE frequency scaling of global layers: 'default' (none),
-      'linear' (positions divided by `rope_scaling_factor`) or 'llama3'.
-    rope_scaling_factor: Factor for 'linear' and 'llama3' scaling.
+      'linear' (positions divided by `rope_scaling_factor`), 'llama3' or
+      'yarn' (YaRN, as HF transformers: frequencies blend interpolation and
+      extrapolation between the beta correction dims, and cos/sin are scaled
+      by the attention factor).
+    rope_scaling_factor: Factor for 'linear', 'llama3' and 'yarn' scaling
+      ('yarn': > 1, context length / `rope_original_max_position`).
     rope_low_freq_factor: 'llama3' low-frequency factor (Llama 3.1: 1).
     rope_high_freq_factor: 'llama3' high-frequency factor (Llama 3.1: 4).
-    rope_original_max_position: 'llama3' pre-training context (Llama 3: 8192).
+    rope_original_max_position: 'llama3' and 'yarn' pre-training context
+      (Llama 3: 8192; Qwen2.5/Qwen3 YaRN: 32768).
+    rope_beta_fast: 'yarn' rotations bounding pure extrapolation (HF: 32).
+    rope_beta_slow: 'yarn' rotations bounding pure interpolation (HF: 1).
+    rope_attention_factor: 'yarn' scale of cos/sin; None means
+      0.1 * ln(rope_scaling_factor) + 1 (HF's default).
+    rope_truncate: 'yarn' rounds the correction range to whole dims (HF
+      `truncate`, default True).
     max_position_embeddings: Longest context the checkpoint was trained for
       (recorded for export; nothing is allocated from it).
     num_extra_positions: Size of a second, learned position table added to
@@ -153,6 +164,10 @@ class LLMConfig:
   rope_low_freq_factor: float = 1.0
   rope_high_freq_factor: float = 4.0
   rope_original_max_position: int = 8192
+  rope_beta_fast: float = 32.0
+  rope_beta_slow: float = 1.0
+  rope_attention_factor: float | None = None
+  rope_truncate: bool = True
   max_position_embeddings: int = 8192
   num_extra_positions: int = 0
   bos_token_id: int | None = None
@@ -173,8 +188,22 @@ class LLMConfig:
       raise ValueError(f'Unknown activation {self.activation!r}')
     if self.remat_policy != 'none' and self.remat_policy not in _REMAT_POLICIES:
       raise ValueError(f'Unknown remat_policy {self.remat_policy!r}')
-    if self.rope_scaling not in ('default', 'linear', 'llama3'):
+    if self.rope_scaling not in ('default', 'linear', 'llama3', 'yarn'):
       raise ValueError(f'Unknown rope_scaling {self.rope_scaling!r}')
+    if self.rope_scaling != 'default' and self.rope_scaling_factor <= 0:
+      raise ValueError(f'rope_scaling_factor={self.rope_scaling_factor} must be > 0')
+    if self.rope_scaling == 'yarn':
+      if self.rope_scaling_factor <= 1:
+        raise ValueError(f"rope_scaling='yarn' needs rope_scaling_factor > 1, got "
+                         f'{self.rope_scaling_factor}')
+      if not self.rope_beta_fast > self.rope_beta_slow > 0:
+        raise ValueError('yarn needs rope_beta_fast > rope_beta_slow > 0, got '
+                         f'{self.rope_beta_fast} and {self.rope_beta_slow}')
+      if self.rope_attention_factor is not None and self.rope_attention_factor <= 0:
+        raise ValueError(f'rope_attention_factor={self.rope_attention_factor} '
+                         'must be > 0')
+      if self.rope_original_max_position <= 0:
+        raise ValueError('yarn needs rope_original_max_position > 0')
     if self.layer_types is not None:
       if len(self.layer_types) != self.num_layers:
         raise ValueError('layer_types needs one entry per layer')
@@ -194,6 +223,15 @@ class LLMConfig:
       return (False,) * self.num_layers
     p = self.sliding_window_pattern
     return tuple(p <= 0 or (i + 1) % p != 0 for i in range(self.num_layers))
+
+  @property
+  def rope_attention_scale(self) -> float:
+    """Factor on the cos/sin tables of global layers (YaRN's attention factor)."""
+    if self.rope_scaling != 'yarn':
+      return 1.0
+    if self.rope_attention_factor is not None:
+      return self.rope_attention_factor
+    return 0.1 * math.log(self.rope_scaling_factor) + 1.0
 
   @property
   def eos_token_ids(self) -> tuple[int, ...]:
@@ -348,10 +386,15 @@ class RMSNorm(nnx.Module):
 def rope_inv_freq(head_dim: int, theta: float, scaling: str = 'default',
                   factor: float = 1.0, low_freq_factor: float = 1.0,
                   high_freq_factor: float = 4.0,
-                  original_max_position: int = 8192) -> np.ndarray:
-  """RoPE inverse frequencies (head_dim // 2,), float32, as in HF transformers."""
+                  original_max_position: int = 8192, beta_fast: float = 32.0,
+                  beta_slow: float = 1.0, truncate: bool = True) -> np.ndarray:
+  """RoPE inverse frequencies (head_dim // 2,), float32, as in HF transformers.
+
+  Arguments after `scaling` are the `LLMConfig.rope_*` fields of that scaling.
+  """
   exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
-  inv_freq = (1.0 / (np.float32(theta) ** exponent)).astype(np.float32)
+  pos_freqs = np.float32(theta) ** exponent
+  inv_freq = (1.0 / pos_freqs).astype(np.float32)
   if scaling == 'linear':
     inv_freq = inv_freq / np.float32(factor)
   elif scaling == 'llama3':
@@ -364,14 +407,30 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: str = 'default',
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
     inv_freq = np.where(medium, smoothed, scaled)
+  elif scaling == 'yarn':
+    def correction_dim(rotations):  # Dim turning `rotations` times in the context.
+      return (head_dim * math.log(original_max_position / (rotations * 2 * math.pi))
+              / (2 * math.log(theta)))
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if truncate:
+      low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+      high += 0.001
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - np.float32(low))
+                   / np.float32(high - low), 0, 1)
+    extrapolate = np.float32(1) - ramp
+    interpolated = np.float32(1) / (np.float32(factor) * pos_freqs)
+    inv_freq = interpolated * (1 - extrapolate) + inv_freq * extrapolate
   elif scaling != 'default':
     raise ValueError(f'Unknown rope scaling {scaling!r}')
   return inv_freq.astype(np.float32)
 
 
-def _rope_tables(positions: Array, inv_freq: np.ndarray) -> tuple[Array, Array]:
+def _rope_tables(positions: Array, inv_freq: np.ndarray,
+                 scale: float = 1.0) -> tuple[Array, Array]:
   freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
-  return jnp.sin(freqs), jnp.cos(freqs)
+  return jnp.sin(freqs) * scale, jnp.cos(freqs) * scale
 
 
 def apply_rope(x: Array, sin: Array, cos: Array) -> Array:
@@ -685,7 +744,8 @@ class LLM(nnx.Module):
     rope_global = _rope_tables(positions, rope_inv_freq(
         cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.rope_scaling_factor,
         cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
-        cfg.rope_original_max_position))
+        cfg.rope_original_max_position, cfg.rope_beta_fast, cfg.rope_beta_slow,
+        cfg.rope_truncate), cfg.rope_attention_scale)
     rope_local = rope_global
     if has_local and cfg.rope_local_theta is not None:
       rope_local = _rope_tables(

@@ -39,6 +39,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from recjax.models import hf_checkpoint
 from recjax.models import llm
 from recjax.models import lora
 from recjax.text import pipeline
@@ -49,6 +50,9 @@ LOSS_ON = ("all", "target")
 # Features of a packed batch the LM reads; the pipeline's entity features stay on the host.
 FEATURES = ("tokens", "segment_ids", "positions", "loss_mask")
 TOKENIZER_FILE = "tokenizer.model"
+# LLMConfig fields `model.overrides` may change on an imported HF checkpoint (numerics and
+# execution); any other field would contradict the checkpoint and is ignored.
+HF_OVERRIDABLE = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl")
 
 
 class TextFileCorpus:
@@ -117,7 +121,8 @@ class LMTask:
 
     With `lm.tokenizer_vocab_size > 0` a SentencePiece model is trained into
     `<workdir>/tokenizer.model` (or reused when present) and `config.text.tokenizer` is set to
-    its path, so the config written to the workdir names the tokenizer actually used.
+    its path, so the config written to the workdir names the tokenizer actually used. With
+    `model.hf_checkpoint` the tokenizer is the checkpoint's `tokenizer.json` instead.
     """
     if config.lm.loss_on not in LOSS_ON:
       raise ValueError(f"config.lm.loss_on='{config.lm.loss_on}' is unknown; choose from "
@@ -137,6 +142,17 @@ class LMTask:
   # --- Set-up ---------------------------------------------------------------------------------
 
   def _resolve_tokenizer(self, workdir: str | None) -> None:
+    hf_dir = self.config.model.hf_checkpoint
+    if hf_dir:
+      if not os.path.isdir(hf_dir):
+        raise FileNotFoundError(f"config.model.hf_checkpoint={hf_dir!r} is not a directory")
+      for name in ("config.json", "tokenizer.json"):
+        if not os.path.isfile(os.path.join(hf_dir, name)):
+          raise FileNotFoundError(
+              f"config.model.hf_checkpoint={hf_dir!r} has no {name} (expected a local Hugging "
+              "Face model directory: config.json, *.safetensors, tokenizer.json)")
+      self.config.text.tokenizer = os.path.join(hf_dir, "tokenizer.json")
+      return
     vocab = int(self.config.lm.tokenizer_vocab_size)
     if vocab <= 0:
       return
@@ -184,13 +200,30 @@ class LMTask:
     if cfg.dtype:
       overrides["dtype"] = cfg.dtype
     needed = self.tokenizer.vocab_size
-    vocab = int(cfg.vocab_size) or -(-needed // int(cfg.vocab_multiple)) * int(cfg.vocab_multiple)
+    rounded = -(-needed // int(cfg.vocab_multiple)) * int(cfg.vocab_multiple)
+    ids = dict(bos_token_id=int(self.tokenizer.bos_id), eos_token_id=int(self.tokenizer.eos_id),
+               pad_token_id=int(self.tokenizer.pad_id))
+    if cfg.hf_checkpoint:
+      ignored = sorted(set(overrides) - set(HF_OVERRIDABLE))
+      if ignored:
+        logging.warning("config.model.hf_checkpoint is set: model.overrides %s are ignored "
+                        "(only %s apply)", ignored, HF_OVERRIDABLE)
+      base = hf_checkpoint.load_hf_config(
+          cfg.hf_checkpoint, **{k: v for k, v in overrides.items() if k in HF_OVERRIDABLE})
+      from recjax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+      own = tokenizer_lib.load_tokenizer(self.config.text.tokenizer).vocab_size
+      if own > base.vocab_size:
+        raise ValueError(f"{self.config.text.tokenizer} defines {own} ids but the checkpoint "
+                         f"{cfg.hf_checkpoint} embeds only {base.vocab_size}: the tokenizer "
+                         "does not belong to this model")
+      # recjax's special tokens that do not fit get new embedding rows.
+      vocab = base.vocab_size if needed <= base.vocab_size else rounded
+      return dataclasses.replace(base, vocab_size=vocab, **ids)
+    vocab = int(cfg.vocab_size) or rounded
     if vocab < needed:
       raise ValueError(f"config.model.vocab_size={vocab} is smaller than the tokenizer's "
                        f"vocabulary ({needed} ids)")
-    overrides.update(vocab_size=vocab, bos_token_id=int(self.tokenizer.bos_id),
-                     eos_token_id=int(self.tokenizer.eos_id),
-                     pad_token_id=int(self.tokenizer.pad_id))
+    overrides.update(vocab_size=vocab, **ids)
     return llm.get_preset(cfg.preset, **overrides)
 
   def _pipeline_config(self, batch_size: int, train: bool) -> pipeline.PipelineConfig:
@@ -219,9 +252,11 @@ class LMTask:
     else:
       source = corpus.data.summary()
     lora_rank = int(self.config.model.lora.rank)
+    model = (f"HF checkpoint {self.config.model.hf_checkpoint}"
+             if self.config.model.hf_checkpoint else self.config.model.preset)
     return (f"{source}\ntraining documents: {len(corpus):,} (about {self.steps_per_epoch:,} "
             f"steps per epoch); tokenizer {self.config.text.tokenizer} "
-            f"({self.tokenizer.vocab_size:,} ids); model {self.config.model.preset}: "
+            f"({self.tokenizer.vocab_size:,} ids); model {model}: "
             f"{self.model_config.num_params() / 1e6:.2f}M parameters, vocab "
             f"{self.model_config.vocab_size}, seq_len {self.seq_len}"
             f"{f', LoRA rank {lora_rank}' if lora_rank else ''}")
@@ -246,6 +281,18 @@ class LMTask:
       lora.add_lora(model, lora.LoRAConfig(rank=int(cfg.rank), alpha=float(cfg.alpha),
                                            targets=targets), rngs=rngs)
     return model
+
+  def pretrained_state(self, model: llm.LLM) -> nnx.State | None:
+    """The `model.hf_checkpoint` weights on the shardings of `model` (None without one).
+
+    The trainer calls this on a fresh run only: a checkpoint in the workdir wins.
+    """
+    path = self.config.model.hf_checkpoint
+    if not path:
+      return None
+    shardings = jax.tree.map(lambda x: x.sharding, nnx.state(model, nnx.Param))
+    return nnx.state(hf_checkpoint.load_hf_checkpoint(path, self.model_config,
+                                                      shardings=shardings))
 
   def train_data(self, process_index: int, process_count: int):
     batch = int(self.config.train.batch_size)
@@ -442,6 +489,11 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       model=dict(
           preset="tiny_llama",  # gin/<preset>.gin architecture, or a path to a .gin file.
+          hf_checkpoint="",     # local HF model dir (config.json, *.safetensors, tokenizer.json)
+                                # to fine-tune: architecture, weights and tokenizer come from it;
+                                # preset, vocab_size, text.tokenizer, lm.tokenizer_vocab_size and
+                                # overrides other than dtype/param_dtype/scan_layers/remat_policy/
+                                # attention_impl are then ignored. A workdir checkpoint wins.
           # LLMConfig fields replacing the preset's, e.g. dict(num_layers=4, hidden_size=256).
           overrides=ml_collections.ConfigDict(),
           vocab_size=0,         # 0 = the tokenizer's ids (with specials) rounded up to

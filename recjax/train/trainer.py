@@ -51,6 +51,10 @@ class Task(Protocol):
   def evaluate(self, model: nnx.Module, split: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
     """Metrics on 'valid' or 'test', identical on every process."""
 
+  # Optional: `pretrained_state(model) -> nnx.State | None`, weights a fresh run starts from
+  # (part of the model's state, placed on the shardings of `model`'s arrays); see
+  # `init_from_pretrained`. Never called when resuming from a checkpoint.
+
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or Inf."""
@@ -91,6 +95,20 @@ def create_train_state(config: ml_collections.ConfigDict, task: Task,
   shardings = shard_lib.state_shardings(abstract_state, mesh, config.sharding.logical_axis_rules)
   state = jax.jit(lambda: nnx.split(create())[1], out_shardings=shardings)()
   return TrainState(graphdef=graphdef, state=state, shardings=shardings, step=0)
+
+
+def init_from_pretrained(task: Task, train_state: TrainState) -> bool:
+  """Replaces the fresh weights by `task.pretrained_state(model)` if the task has any."""
+  load = getattr(task, "pretrained_state", None)
+  if load is None:
+    return False
+  model, optimizer = nnx.merge(train_state.graphdef, train_state.state)
+  pretrained = load(model)
+  if pretrained is None:
+    return False
+  nnx.update(model, pretrained)
+  train_state.state = nnx.state((model, optimizer))
+  return True
 
 
 def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: TrainState,
@@ -225,6 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
     train_state.state = ckpt_lib.restore(manager, latest, train_state.state, data_iter)
     train_state.step = latest
     logging.info("resumed from step %d", latest)
+  elif init_from_pretrained(task, train_state):
+    logging.info("initialised from the task's pretrained weights")
 
   writer = MetricsWriter(workdir)
   losses: list[float] = []
