@@ -10,10 +10,20 @@ from recjax.models.sasrec import SASRec, SASRecConfig
 from tests.trainer_utils import tiny_config, tiny_task
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
-def test_trimmed_batch_equals_full_width(norm):
-  model = SASRec(SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, norm=norm),
-                 nnx.Rngs(0))
+def _randomize_biases(model: SASRec, seed: int = 1) -> None:
+  """Biases start at zero; random ones make padding keys/values (= biases) matter."""
+  rng = np.random.default_rng(seed)
+  for block in model.blocks:
+    for dense in (block.query, block.key, block.value, block.out):
+      dense.bias[...] = jnp.asarray(rng.normal(0, 0.5, dense.bias.shape), jnp.float32)
+
+
+@pytest.mark.parametrize("norm,attend_to_padding",
+                         [("pre", False), ("post", False), ("pre", True), ("post", True)])
+def test_trimmed_batch_equals_full_width(norm, attend_to_padding):
+  model = SASRec(SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, norm=norm,
+                              attend_to_padding=attend_to_padding), nnx.Rngs(0))
+  _randomize_biases(model)
   model.eval()
   rng = np.random.default_rng(0)
   full = np.zeros((3, 16), np.int32)
@@ -22,6 +32,50 @@ def test_trimmed_batch_equals_full_width(norm):
   trimmed = full[:, -8:]
   np.testing.assert_allclose(model(jnp.asarray(full))[:, -8:], model(jnp.asarray(trimmed)),
                              rtol=1e-5, atol=1e-5)
+
+
+def _reference_forward(model: SASRec, items: np.ndarray) -> jax.Array:
+  """SASRec.pytorch's forward at full width: causal-only mask, so pads are attended to."""
+  cfg = model.cfg
+  b, t = items.shape
+  valid = jnp.asarray(items > 0)[..., None]
+  positions = np.where(items > 0, np.arange(1, t + 1), 0)
+  x = model.item_embedding(jnp.asarray(items)) * cfg.hidden ** 0.5
+  x = (x + model.position_embedding(jnp.asarray(positions))) * valid
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  h, dh = cfg.num_heads, cfg.hidden // cfg.num_heads
+  for block in model.blocks:
+    q_in = block.attn_norm(x)
+    q, k, v = (f(z).reshape(b, t, h, dh) for f, z in
+               ((block.query, q_in), (block.key, x), (block.value, x)))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dh)
+    weights = jax.nn.softmax(jnp.where(causal, logits, -jnp.inf), axis=-1)
+    x = q_in + block.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, -1))
+    y = block.ffn_norm(x)
+    x = (y + block.ffn(y, None)) * valid
+  return model.final_norm(x)
+
+
+def test_attend_to_padding_is_the_reference_model():
+  cfg = SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, attend_to_padding=True)
+  model = SASRec(cfg, nnx.Rngs(0))
+  _randomize_biases(model)
+  model.eval()
+  items = np.zeros((3, 16), np.int32)
+  rng = np.random.default_rng(0)
+  for r, n in enumerate([2, 5, 16]):  # the last row has no padding at all
+    items[r, 16 - n:] = rng.integers(1, 31, n)
+  expected = _reference_forward(model, items)
+  got = model(jnp.asarray(items))
+  valid = items > 0
+  np.testing.assert_allclose(np.asarray(got)[valid], np.asarray(expected)[valid],
+                             rtol=1e-5, atol=1e-5)
+  # Masking the pads instead is a different model (the test can fail).
+  masked = SASRec(SASRecConfig(**{**cfg.__dict__, "attend_to_padding": False}), nnx.Rngs(0))
+  _randomize_biases(masked)
+  masked.eval()
+  assert not np.allclose(np.asarray(masked(jnp.asarray(items)))[valid],
+                         np.asarray(expected)[valid], atol=1e-3)
 
 
 def test_causal_a_later_item_does_not_change_earlier_states():

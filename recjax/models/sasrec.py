@@ -31,6 +31,12 @@ class SASRecConfig:
   # Embedding tables: "xavier" (normal, std sqrt(2 / (rows + hidden)), as SASRec.pytorch) or
   # "normal" (std hidden**-0.5, unit scale after the sqrt(hidden) multiplier).
   embedding_init: str = "xavier"
+  # SASRec.pytorch masks attention only causally, so every position also attends to the left
+  # padding, whose keys and values are the projection biases (padding inputs are zero): the
+  # reference model has a learned attention sink weighted by the number of pads,
+  # max_len - length. True reproduces it exactly (the pads enter as one key with log-count
+  # weight, so trimmed batches stay exact); False masks padding keys out.
+  attend_to_padding: bool = False
 
 
 def _dense(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs, dtype) -> nnx.Linear:
@@ -61,14 +67,23 @@ class Block(nnx.Module):
     self.ffn_out = _dense(d, d, ("mlp", "embed"), rngs, dtype)
     self.dropout = nnx.Dropout(cfg.dropout)
 
-  def attention(self, q_in, kv_in, mask, rngs):
+  def attention(self, q_in, kv_in, mask, num_pads, rngs):
     b, t, d = q_in.shape
     h = self.cfg.num_heads
-    split = lambda x: x.reshape(b, t, h, d // h)
+    split = lambda x: x.reshape(x.shape[0], -1, h, d // h)
     q, k, v = split(self.query(q_in)), split(self.key(kv_in)), split(self.value(kv_in))
+    if num_pads is not None:  # one key for all pads: input 0, so key/value = the biases
+      pad = lambda bias: jnp.broadcast_to(split(bias[...].astype(q.dtype)[None]), (b, 1, h, d // h))
+      k = jnp.concatenate([pad(self.key.bias), k], axis=1)
+      v = jnp.concatenate([pad(self.value.bias), v], axis=1)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(d // h).astype(q.dtype)
+    logits = logits.astype(jnp.float32)
+    if num_pads is not None:
+      log_count = jnp.log(num_pads.astype(jnp.float32))[:, None, None, None]  # -inf: no pads
+      logits = jnp.concatenate([logits[..., :1] + log_count, logits[..., 1:]], axis=-1)
+      mask = jnp.concatenate([jnp.ones((b, t, 1), bool), mask], axis=-1)
     logits = jnp.where(mask[:, None], logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
     weights = self.dropout(weights, rngs=rngs)
     return self.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, d))
 
@@ -76,13 +91,13 @@ class Block(nnx.Module):
     y = self.dropout(jax.nn.relu(self.ffn_in(x)), rngs=rngs)
     return self.dropout(self.ffn_out(y), rngs=rngs)
 
-  def __call__(self, x, mask, rngs):
+  def __call__(self, x, mask, num_pads, rngs):
     if self.cfg.norm == "pre":
       q = self.attn_norm(x)
-      x = q + self.attention(q, x, mask, rngs)
+      x = q + self.attention(q, x, mask, num_pads, rngs)
       y = self.ffn_norm(x)
       return y + self.ffn(y, rngs)
-    x = self.attn_norm(x + self.attention(x, x, mask, rngs))
+    x = self.attn_norm(x + self.attention(x, x, mask, num_pads, rngs))
     return self.ffn_norm(x + self.ffn(x, rngs))
 
 
@@ -123,8 +138,10 @@ class SASRec(nnx.Module):
     x = self.dropout(x, rngs=rngs) * valid[..., None]
     causal = jnp.tril(jnp.ones((t, t), dtype=bool))
     mask = causal[None] & valid[:, None, :]
+    # Pads of the full max_len-wide input (a trimmed batch holds only some of them).
+    num_pads = (self.cfg.max_len - jnp.sum(valid, axis=1)) if self.cfg.attend_to_padding else None
     for block in self.blocks:
-      x = block(x, mask, rngs) * valid[..., None]
+      x = block(x, mask, num_pads, rngs) * valid[..., None]
     if self.final_norm is not None:
       x = self.final_norm(x)
     return x

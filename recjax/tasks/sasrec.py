@@ -52,7 +52,8 @@ class SASRecTask:
         num_items=split.num_items, max_len=config.data.max_len, hidden=config.model.hidden,
         num_blocks=config.model.num_blocks, num_heads=config.model.num_heads,
         dropout=config.model.dropout, norm=config.model.norm, dtype=config.model.dtype,
-        embedding_init=config.model.embedding_init)
+        embedding_init=config.model.embedding_init,
+        attend_to_padding=config.model.attend_to_padding)
     num_negatives = 0 if config.loss.name == "ce" else int(config.loss.num_negatives)
     self.pipeline_config = sequence_pipeline.PipelineConfig(
         batch_size=config.train.batch_size, max_len=config.data.max_len,
@@ -226,6 +227,9 @@ def default_config() -> ml_collections.ConfigDict:
           norm="pre",        # pre (reference code) | post (original Transformer).
           dtype="float32",   # compute dtype: float32 | bfloat16 (parameters stay float32).
           embedding_init="xavier",  # xavier (reference code) | normal (std hidden**-0.5).
+          # Attend to the left padding as SASRec.pytorch does (a learned sink weighted by the
+          # number of pads; exact with trimmed batches). Reference: True; False masks pads.
+          attend_to_padding=False,
       ),
       loss=dict(
           name="bce",        # bce | sampled_softmax | gbce | ce (see recjax/tasks/sasrec.py).
