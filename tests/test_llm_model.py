@@ -162,6 +162,25 @@ def test_prefix_lm_mask(llama, forward):
                              forward(model, tokens).logits, atol=1e-5)
 
 
+def test_packed_rows_with_per_example_prefixes(llama, forward):
+  # GLM rows pack several examples, each with its own bidirectional Part A.
+  a, b = _tokens(7, (1, 6)), _tokens(8, (1, 5))
+  packed = jnp.concatenate([a, b], 1)
+  segment_ids = jnp.array([[1] * 6 + [2] * 5])
+  positions = jnp.array([list(range(6)) + list(range(5))])
+  prefix_mask = jnp.array([[True] * 3 + [False] * 3 + [True] * 2 + [False] * 3])
+  out = forward(llama, packed, positions=positions, segment_ids=segment_ids,
+                attention_mask_kind='prefix', prefix_mask=prefix_mask).logits
+  alone = lambda t, n: forward(llama, t, attention_mask_kind='prefix',
+                               prefix_lengths=jnp.array([n])).logits
+  np.testing.assert_allclose(out[:, :6], alone(a, 3), atol=1e-5)
+  np.testing.assert_allclose(out[:, 6:], alone(b, 2), atol=1e-5)
+  # The prefix really is bidirectional (the test can fail): causal differs.
+  assert not np.allclose(out[:, :6], forward(llama, a).logits, atol=1e-4)
+  with pytest.raises(ValueError, match='one of prefix_lengths and prefix_mask'):
+    forward(llama, packed, attention_mask_kind='prefix')
+
+
 def test_prefix_lm_mask_with_cache(llama, forward):
   tokens = _tokens(10)
   prefix = jnp.array([4, 6])

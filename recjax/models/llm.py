@@ -661,6 +661,7 @@ class LLM(nnx.Module):
                segment_ids: Array | None = None,
                attention_mask_kind: str = 'causal',
                prefix_lengths: Array | None = None,
+               prefix_mask: Array | None = None,
                extra_positions: Array | None = None,
                return_hidden: bool | int = False,
                cache: KVCache | None = None,
@@ -679,7 +680,11 @@ class LLM(nnx.Module):
         the first `prefix_lengths[b]` slots of row b are visible to every
         token of their segment (bidirectional within the prefix).
       prefix_lengths: (batch,) int prefix length per row, counted in slots
-        (cache slots when a cache is used). Required for 'prefix'.
+        (cache slots when a cache is used). 'prefix' needs this or
+        `prefix_mask`.
+      prefix_mask: (batch, length) bool, instead of `prefix_lengths`: the
+        tokens every token of their segment may see. With `segment_ids` this
+        gives each example of a packed row its own prefix (GLM Part A).
       extra_positions: (batch, length) ids into the second learned position
         table (config `num_extra_positions` > 0); None adds nothing.
       return_hidden: False; True for the final-normed hidden states (the
@@ -697,8 +702,9 @@ class LLM(nnx.Module):
     b, t = tokens.shape
     if attention_mask_kind not in ('causal', 'prefix'):
       raise ValueError(f'Unknown attention_mask_kind {attention_mask_kind!r}')
-    if attention_mask_kind == 'prefix' and prefix_lengths is None:
-      raise ValueError("attention_mask_kind='prefix' needs prefix_lengths")
+    if attention_mask_kind == 'prefix' and (prefix_lengths is None) == (prefix_mask is None):
+      raise ValueError("attention_mask_kind='prefix' needs one of prefix_lengths and "
+                       "prefix_mask")
 
     start = cache.index if cache is not None else 0
     q_slot = start + jnp.arange(t, dtype=jnp.int32)
@@ -719,8 +725,12 @@ class LLM(nnx.Module):
                     attention_mask_kind == 'causal')
     q_seg = (jnp.ones((b, t), jnp.int32) if segment_ids is None
              else segment_ids.astype(jnp.int32))
-    q_prefix = (q_slot[None, :] < prefix_lengths[:, None]
-                if attention_mask_kind == 'prefix' else jnp.zeros((b, t), bool))
+    if attention_mask_kind != 'prefix':
+      q_prefix = jnp.zeros((b, t), bool)
+    elif prefix_mask is not None:
+      q_prefix = prefix_mask.astype(bool)
+    else:
+      q_prefix = q_slot[None, :] < prefix_lengths[:, None]
     if cache is None:
       k_slot, k_seg, k_prefix = q_slot, q_seg, q_prefix
     else:
