@@ -19,7 +19,7 @@ def _randomize_biases(model: SASRec, seed: int = 1) -> None:
 
 
 @pytest.mark.parametrize("norm,attend_to_padding",
-                         [("pre", False), ("post", False), ("pre", True), ("post", True)])
+                         [(n, a) for n in ("pre", "pre_ln", "post") for a in (False, True)])
 def test_trimmed_batch_equals_full_width(norm, attend_to_padding):
   model = SASRec(SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, norm=norm,
                               attend_to_padding=attend_to_padding), nnx.Rngs(0))
@@ -46,18 +46,26 @@ def _reference_forward(model: SASRec, items: np.ndarray) -> jax.Array:
   h, dh = cfg.num_heads, cfg.hidden // cfg.num_heads
   for block in model.blocks:
     q_in = block.attn_norm(x)
+    kv_in = x if cfg.norm == "pre" else q_in  # pre_ln: --norm_first
     q, k, v = (f(z).reshape(b, t, h, dh) for f, z in
-               ((block.query, q_in), (block.key, x), (block.value, x)))
+               ((block.query, q_in), (block.key, kv_in), (block.value, kv_in)))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dh)
     weights = jax.nn.softmax(jnp.where(causal, logits, -jnp.inf), axis=-1)
-    x = q_in + block.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, -1))
-    y = block.ffn_norm(x)
-    x = (y + block.ffn(y, None)) * valid
+    attn = block.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, -1))
+    if cfg.norm == "pre":
+      x = q_in + attn
+      y = block.ffn_norm(x)
+      x = (y + block.ffn(y, None)) * valid
+    else:
+      x = x + attn
+      x = (x + block.ffn(block.ffn_norm(x), None)) * valid
   return model.final_norm(x)
 
 
-def test_attend_to_padding_is_the_reference_model():
-  cfg = SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, attend_to_padding=True)
+@pytest.mark.parametrize("norm", ["pre", "pre_ln"])
+def test_attend_to_padding_is_the_reference_model(norm):
+  cfg = SASRecConfig(num_items=30, max_len=16, hidden=8, num_heads=2, norm=norm,
+                     attend_to_padding=True)
   model = SASRec(cfg, nnx.Rngs(0))
   _randomize_biases(model)
   model.eval()

@@ -1,9 +1,13 @@
 """SASRec (Kang & McAuley, ICDM 2018) in Flax NNX.
 
 Item and learned position embeddings, causal self-attention blocks with point-wise feed-forward
-layers, and item scores from the shared item embedding table. `norm="pre"` follows the reference
-implementations (layer norm on the attention query and before the feed-forward; a final norm);
-`norm="post"` is the Transformer's original post-norm residual.
+layers, and item scores from the shared item embedding table. Layer norm placement:
+- `norm="pre"`: the original code (SASRec, SASRec.pytorch's default): the attention query is
+  normalised and is also the residual (`q = LN(x); x = q + Attn(q, x, x)`), then
+  `y = LN(x); x = y + FFN(y)`; a final norm.
+- `norm="pre_ln"`: the standard pre-LN Transformer (SASRec.pytorch `--norm_first`):
+  `x = x + Attn(LN(x)); x = x + FFN(LN(x))`; a final norm.
+- `norm="post"`: the original Transformer's post-norm residual.
 
 Inputs are right-aligned (left-padded with item 0). Positions count back from the most recent item,
 which always has position `max_len`, so a batch trimmed to a shorter width computes exactly what
@@ -26,7 +30,7 @@ class SASRecConfig:
   num_blocks: int = 2     # self-attention blocks
   num_heads: int = 1      # attention heads; hidden must divide by it
   dropout: float = 0.2    # dropout on embeddings, attention weights and feed-forward
-  norm: str = "pre"       # "pre" (reference code) or "post" (original Transformer)
+  norm: str = "pre"       # "pre" (original code), "pre_ln" (standard) or "post" (see above)
   dtype: str = "float32"  # compute dtype; parameters stay float32
   # Embedding tables: "xavier" (normal, std sqrt(2 / (rows + hidden)), as SASRec.pytorch) or
   # "normal" (std hidden**-0.5, unit scale after the sqrt(hidden) multiplier).
@@ -67,15 +71,15 @@ class Block(nnx.Module):
     self.ffn_out = _dense(d, d, ("mlp", "embed"), rngs, dtype)
     self.dropout = nnx.Dropout(cfg.dropout)
 
-  def attention(self, q_in, kv_in, mask, num_pads, rngs):
+  def attention(self, q_in, kv_in, mask, num_pads, pad_kv_in, rngs):
     b, t, d = q_in.shape
     h = self.cfg.num_heads
     split = lambda x: x.reshape(x.shape[0], -1, h, d // h)
     q, k, v = split(self.query(q_in)), split(self.key(kv_in)), split(self.value(kv_in))
-    if num_pads is not None:  # one key for all pads: input 0, so key/value = the biases
-      pad = lambda bias: jnp.broadcast_to(split(bias[...].astype(q.dtype)[None]), (b, 1, h, d // h))
-      k = jnp.concatenate([pad(self.key.bias), k], axis=1)
-      v = jnp.concatenate([pad(self.value.bias), v], axis=1)
+    if num_pads is not None:  # all pads share one key/value: their input is `pad_kv_in`
+      pad = lambda proj: jnp.broadcast_to(split(proj(pad_kv_in)), (b, 1, h, d // h))
+      k = jnp.concatenate([pad(self.key), k], axis=1)
+      v = jnp.concatenate([pad(self.value), v], axis=1)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(d // h).astype(q.dtype)
     logits = logits.astype(jnp.float32)
     if num_pads is not None:
@@ -92,12 +96,17 @@ class Block(nnx.Module):
     return self.dropout(self.ffn_out(y), rngs=rngs)
 
   def __call__(self, x, mask, num_pads, rngs):
+    zero = jnp.zeros((1, 1, x.shape[-1]), x.dtype)  # a padding position's input
     if self.cfg.norm == "pre":
       q = self.attn_norm(x)
-      x = q + self.attention(q, x, mask, num_pads, rngs)
+      x = q + self.attention(q, x, mask, num_pads, zero, rngs)
       y = self.ffn_norm(x)
       return y + self.ffn(y, rngs)
-    x = self.attn_norm(x + self.attention(x, x, mask, num_pads, rngs))
+    if self.cfg.norm == "pre_ln":
+      y = self.attn_norm(x)
+      x = x + self.attention(y, y, mask, num_pads, self.attn_norm(zero), rngs)
+      return x + self.ffn(self.ffn_norm(x), rngs)
+    x = self.attn_norm(x + self.attention(x, x, mask, num_pads, zero, rngs))
     return self.ffn_norm(x + self.ffn(x, rngs))
 
 
@@ -105,8 +114,8 @@ class SASRec(nnx.Module):
   """Self-attentive sequential recommender."""
 
   def __init__(self, cfg: SASRecConfig, rngs: nnx.Rngs):
-    if cfg.norm not in ("pre", "post"):
-      raise ValueError(f"sasrec norm must be 'pre' or 'post', got '{cfg.norm}'")
+    if cfg.norm not in ("pre", "pre_ln", "post"):
+      raise ValueError(f"sasrec norm must be 'pre', 'pre_ln' or 'post', got '{cfg.norm}'")
     if cfg.hidden % cfg.num_heads:
       raise ValueError(f"sasrec hidden={cfg.hidden} is not divisible by num_heads={cfg.num_heads}")
     self.cfg = cfg
@@ -124,7 +133,8 @@ class SASRec(nnx.Module):
         cfg.max_len + 1, cfg.hidden, rngs=rngs, dtype=jnp.dtype(cfg.dtype),
         embedding_init=nnx.with_partitioning(init, (None, "embed")))
     self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_blocks)])
-    self.final_norm = _norm(cfg.hidden, rngs, jnp.dtype(cfg.dtype)) if cfg.norm == "pre" else None
+    self.final_norm = (_norm(cfg.hidden, rngs, jnp.dtype(cfg.dtype))
+                       if cfg.norm in ("pre", "pre_ln") else None)
     self.dropout = nnx.Dropout(cfg.dropout)
 
   def __call__(self, items: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
