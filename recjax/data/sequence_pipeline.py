@@ -64,15 +64,15 @@ class BatchPlan:
     if epoch == cached_epoch:
       return cached
     rng = np.random.default_rng([self.cfg.seed, epoch])
-    order = rng.permutation(len(self.rows))
     n = self.batches_per_epoch * self.cfg.batch_size
+    order = rng.permutation(len(self.rows))[:n]  # the users left out are random, not the longest
     if self.cfg.length_bucketing:
       chunk = self.cfg.batch_size * self.cfg.bucket_window
       parts = []
       for start in range(0, len(order), chunk):
         part = order[start:start + chunk]
         parts.append(part[np.argsort(self.steps[part], kind="stable")])
-      order = np.concatenate(parts)[:n].reshape(-1, self.cfg.batch_size)
+      order = np.concatenate(parts).reshape(-1, self.cfg.batch_size)
       order = order[rng.permutation(len(order))]
     order = order.reshape(-1)[:n].reshape(-1, self.cfg.batch_size)
     self._cache = (epoch, order)

@@ -61,6 +61,12 @@ class SASRecTask:
         bucket_window=config.data.bucket_window, seed=config.seed,
         num_threads=config.data.num_threads, prefetch=config.data.prefetch)
     self.steps_per_epoch = sequence_pipeline.steps_per_epoch(split.train, self.pipeline_config)
+    if config.loss.normalize not in ("batch", "mean"):
+      raise ValueError(f"config.loss.normalize='{config.loss.normalize}' is unknown; choose "
+                       "'batch' or 'mean'")
+    # Mean number of target positions per training row (what a batch row holds on average).
+    self.mean_positions = float(sequence_pipeline.BatchPlan(
+        split.train.lengths, self.pipeline_config).steps.mean())
 
   # --- Task interface -------------------------------------------------------------------------
 
@@ -98,6 +104,8 @@ class SASRecTask:
                    - jnp.sum(jax.nn.log_sigmoid(-neg), axis=-1))
     # where, not multiply: a padding position's loss may be inf, and inf * 0 is NaN.
     loss_sum = jnp.sum(jnp.where(valid, per_pos, 0.0))
+    if self.config.loss.normalize == "mean":  # a constant: each position weighs the same
+      return loss_sum, jnp.float32(targets.shape[0] * self.mean_positions), {}
     return loss_sum, jnp.sum(valid.astype(jnp.float32)), {}
 
   def evaluate(self, model: SASRec, split: str, mesh) -> dict[str, float]:
@@ -237,6 +245,11 @@ def default_config() -> ml_collections.ConfigDict:
           name="bce",        # bce | sampled_softmax | gbce | ce (see recjax/tasks/sasrec.py).
           num_negatives=1,   # sampled negatives per position (bce: 1 in the original; gbce: 256).
           gbce_t=0.75,       # gSASRec calibration t in [0, 1]; 0 = plain BCE.
+          # Loss divisor. "batch": the batch's number of target positions (the reference code's
+          # mean; with length-bucketed batches this weighs a position of a short-history batch
+          # up to max_len times more than one of a long-history batch). "mean": batch_size x
+          # the mean positions per user, a constant, so every position weighs the same.
+          normalize="batch",
       ),
       eval=dict(
           ks=(1, 5, 10, 20, 50, 100),  # cut-offs for Recall/HR, NDCG, MRR.
