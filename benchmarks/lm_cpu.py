@@ -124,9 +124,13 @@ def setup_torch(size, args, data):
                           weight_decay=0.01)
   batches = [torch.from_numpy(d) for d in data]
 
+  # Mixed precision as recjax's `dtype`: fp32 parameters and optimizer, bf16 matmuls.
+  autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
   def step(i):
     ids = batches[i % len(batches)]
-    loss = model(input_ids=ids, labels=ids).loss
+    with autocast:
+      loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -222,7 +226,9 @@ def main():
   parser.add_argument("--steps", type=int, default=8, help="timed steps (median reported)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--dtype", default="float32",
+                      help="compute dtype of both: float32, or bfloat16 (recjax's model dtype; "
+                      "torch.autocast on the transformers side); parameters stay float32")
   parser.add_argument("--no-decode", dest="decode", action="store_false")
   parser.add_argument("--no-scan", dest="scan_layers", action="store_false",
                       help="unrolled layers (LLMConfig.scan_layers=False)")
