@@ -111,6 +111,27 @@ def test_gbce_with_t0_is_bce_and_every_loss_is_finite():
   assert losses["gbce"] == pytest.approx(losses["bce"], rel=1e-6)
 
 
+def test_loss_normalize_mean_weighs_every_position_alike():
+  """'batch' divides by each batch's positions; 'mean' by one constant for every batch, which
+  over an epoch equals the positions it trains on (up to the users an epoch leaves out)."""
+  weights = {}
+  for normalize in ("batch", "mean"):
+    task = tiny_task(tiny_config(**{"loss.normalize": normalize}))
+    model = task.build_model(nnx.Rngs(0))
+    model.eval()
+    epoch = [b for _, b in zip(range(task.steps_per_epoch), task.train_data(0, 1))]
+    weights[normalize] = [float(task.loss(model, {k: jnp.asarray(v) for k, v in b.items()},
+                                          nnx.Rngs(0))[1]) for b in epoch]
+    positions = [int((b["targets"] > 0).sum()) for b in epoch]
+  assert weights["batch"] == positions
+  assert len(set(positions)) > 1  # length bucketing: batches differ in their positions
+  assert len(set(weights["mean"])) == 1
+  assert sum(weights["mean"]) == pytest.approx(sum(positions), rel=0.15)
+  bad = tiny_config(**{"loss.normalize": "sum"})
+  with pytest.raises(ValueError, match="loss.normalize='sum'"):
+    tiny_task(bad)
+
+
 def test_ranking_metrics_by_hand():
   scores = jnp.asarray([[0.1, 0.9, 0.5, 0.3], [0.4, 0.4, 0.4, 0.4], [0.0, 0.2, 0.1, 0.3]])
   ranks = np.asarray(metrics.target_ranks(scores, jnp.asarray([2, 0, 3])))
