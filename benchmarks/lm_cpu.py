@@ -10,7 +10,9 @@ configuration (same vocabulary, width, layers, heads, sequence length, batch and
 `torch.set_num_threads(--threads)`) in this process, on the same random token batches. The
 timed steps of the two alternate, so that changes in machine load hit both alike (medians).
 Then (unless --no-decode) greedy KV-cache decoding tokens/s of the 10m model with
-`recjax.models.decoding.generate` at batch 1 and 64. Prints one JSON line per measurement and a
+`recjax.models.decoding.generate` at batch 1 and 64. Each training row also gives the step's
+matmul FLOP rate and that as a fraction of the same framework's rate on one large matmul of the
+model's MLP shape (`fraction_of_matmul_rate`): the headroom a faster step could still use. Prints one JSON line per measurement and a
 final summary line with the recjax / transformers ratios and the 1-minute load average before
 and after: on a shared machine other jobs slow both sides, transformers' OpenMP threads more.
 About 4-5 minutes on 2 cores.
@@ -147,6 +149,46 @@ def setup_torch(size, args, data):
   return step, info
 
 
+def train_flops_per_token(size: str, seq_len: int) -> float:
+  """Matmul FLOPs of one training token (forward + backward = 3x forward; causal attention
+  counted in full, as both frameworks compute it)."""
+  vocab, hidden, layers, _, mlp = SIZES[size]
+  dense = layers * (4 * hidden * hidden + 3 * hidden * mlp) + hidden * vocab
+  attention = layers * 2 * seq_len * hidden  # q.k and p.v
+  return 3 * 2 * (dense + attention)
+
+
+def bench_matmul(size: str, args) -> list[dict]:
+  """Each framework's throughput on one large matmul of the model's MLP shape: the ceiling
+  against which its training step's FLOP rate is read."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  _, hidden, _, _, mlp = SIZES[size]
+  rows = args.batch * args.seq_len
+  flops = 2 * rows * hidden * mlp
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((rows, hidden), np.float32)
+  b = rng.standard_normal((hidden, mlp), np.float32)
+  dot = jax.jit(lambda x, y: jnp.dot(x, y))
+  xa, xb = jnp.asarray(a, args.dtype), jnp.asarray(b, args.dtype)
+  ta, tb = (torch.from_numpy(a).to(getattr(torch, args.dtype)),
+            torch.from_numpy(b).to(getattr(torch, args.dtype)))
+  torch.set_num_threads(args.threads)
+  runs = {"recjax": lambda: dot(xa, xb).block_until_ready(),
+          "transformers": lambda: torch.matmul(ta, tb)}
+  out = []
+  for name, fn in runs.items():
+    fn()
+    times = []
+    for _ in range(10):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+    out.append({"framework": name, "matmul": f"{rows}x{hidden}x{mlp}", "dtype": args.dtype,
+                "gflops": round(flops / float(np.median(times)) / 1e9, 1)})
+  return out
+
+
 def bench_training(size, args) -> list[dict]:
   """Both frameworks' steps, interleaved so that load changes hit both alike."""
   data = batches(SIZES[size][0], args.batch, args.seq_len, 4)
@@ -248,10 +290,20 @@ def main():
              "batch": args.batch, "dtype": args.dtype, "jax": jax.__version__}
   for size in args.sizes.split(","):
     results = bench_training(size, args)
+    peaks = {r["framework"]: r["gflops"] for r in bench_matmul(size, args)}
+    flops = train_flops_per_token(size, args.seq_len)
     for r in results:
+      # The step's matmul FLOP rate, and that as a fraction of the framework's own large-matmul
+      # rate on this machine: how much headroom the step leaves.
+      r["step_gflops"] = round(r["tokens_per_s"] * flops / 1e9, 1)
+      r["matmul_gflops"] = peaks[r["framework"]]
+      r["fraction_of_matmul_rate"] = round(r["step_gflops"] / peaks[r["framework"]], 2)
       print(json.dumps(r), flush=True)
     summary[f"train_{size}"] = {f"{r['framework']}_tokens_per_s": r["tokens_per_s"]
                                 for r in results}
+    summary[f"train_{size}"].update(
+        {f"{r['framework']}_fraction_of_matmul_rate": r["fraction_of_matmul_rate"]
+         for r in results})
     if len(results) == 2:
       summary[f"train_{size}"]["ratio"] = round(
           results[0]["tokens_per_s"] / results[1]["tokens_per_s"], 2)
