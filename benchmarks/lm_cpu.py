@@ -3,16 +3,18 @@
     python benchmarks/lm_cpu.py --steps=3 --warmup=1 --no-scan   # as in docs/benchmarks.md
     python benchmarks/lm_cpu.py --sizes=10m --steps=10 --no-decode
 
-For each size (`10m`, `50m`: Llama-style, SwiGLU, RMSNorm, RoPE, untied embeddings, float32)
-it times training steps of recjax's real path (`LMTask.loss` inside the shared trainer's jitted
-step: AdamW, packed-row masks) and of a `transformers.LlamaForCausalLM` loop of the identical
-configuration (same vocabulary, width, layers, heads, sequence length, batch and AdamW;
-`torch.set_num_threads(--threads)`) in this process, on the same random token batches. The
-timed steps of the two alternate, so that changes in machine load hit both alike (medians).
-Then (unless --no-decode) greedy KV-cache decoding tokens/s of the 10m model with
-`recjax.models.decoding.generate` at batch 1 and 64. Each training row also gives the step's
-matmul FLOP rate and that as a fraction of the same framework's rate on one large matmul of the
-model's MLP shape (`fraction_of_matmul_rate`): the headroom a faster step could still use. Prints one JSON line per measurement and a
+For each size (`10m`, `50m`: Llama-style, SwiGLU, RMSNorm, RoPE, untied embeddings, float32
+unless --dtype=bfloat16) it times training steps of recjax's real path (`LMTask.loss` inside the
+shared trainer's jitted step: AdamW, packed-row masks) and of a `transformers.LlamaForCausalLM`
+loop of the identical configuration (same vocabulary, width, layers, heads, sequence length,
+batch and AdamW; `torch.set_num_threads(--threads)`) on the same random token batches. Each
+framework runs in a worker process of its own (in one process, one framework's idle thread pool
+slowed the other's steps); their timed steps alternate in lockstep, so that changes in machine
+load hit both alike (medians). Each training row also gives the step's matmul FLOP rate and that
+as a fraction of the same framework's rate on one large matmul of the model's MLP shape
+(`fraction_of_matmul_rate`): the headroom a faster step could still use. Then (unless
+--no-decode) greedy KV-cache decoding tokens/s of the 10m model with
+`recjax.models.decoding.generate` at batch 1 and 64. Prints one JSON line per measurement and a
 final summary line with the recjax / transformers ratios and the 1-minute load average before
 and after: on a shared machine other jobs slow both sides, transformers' OpenMP threads more.
 About 4-5 minutes on 2 cores.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -101,7 +104,7 @@ def setup_recjax(size, args, data):
   start = time.perf_counter()
   first_loss = step(0)
   info = {"framework": "recjax", "size": size, "params": task.model_config.num_params(),
-          "scan_layers": args.scan_layers, "flatten_matmuls": args.flatten_matmuls,
+          "scan_layers": args.scan_layers,
           "first_step_s": round(time.perf_counter() - start, 2), "first_loss": round(first_loss, 4)}
   for i in range(args.warmup):
     step(1 + i)
@@ -158,61 +161,89 @@ def train_flops_per_token(size: str, seq_len: int) -> float:
   return 3 * 2 * (dense + attention)
 
 
-def bench_matmul(size: str, args) -> list[dict]:
-  """Each framework's throughput on one large matmul of the model's MLP shape: the ceiling
+def matmul_gflops(framework: str, size: str, args) -> float:
+  """The framework's throughput on one large matmul of the model's MLP shape: the ceiling
   against which its training step's FLOP rate is read."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
   _, hidden, _, _, mlp = SIZES[size]
   rows = args.batch * args.seq_len
-  flops = 2 * rows * hidden * mlp
   rng = np.random.default_rng(0)
   a = rng.standard_normal((rows, hidden), np.float32)
   b = rng.standard_normal((hidden, mlp), np.float32)
-  dot = jax.jit(lambda x, y: jnp.dot(x, y))
-  xa, xb = jnp.asarray(a, args.dtype), jnp.asarray(b, args.dtype)
-  ta, tb = (torch.from_numpy(a).to(getattr(torch, args.dtype)),
-            torch.from_numpy(b).to(getattr(torch, args.dtype)))
-  torch.set_num_threads(args.threads)
-  runs = {"recjax": lambda: dot(xa, xb).block_until_ready(),
-          "transformers": lambda: torch.matmul(ta, tb)}
-  out = []
-  for name, fn in runs.items():
-    fn()
-    times = []
-    for _ in range(10):
-      start = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - start)
-    out.append({"framework": name, "matmul": f"{rows}x{hidden}x{mlp}", "dtype": args.dtype,
-                "gflops": round(flops / float(np.median(times)) / 1e9, 1)})
-  return out
+  if framework == "recjax":
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    dot = jax.jit(jnp.dot)
+    xa, xb = jnp.asarray(a, args.dtype), jnp.asarray(b, args.dtype)
+    run = lambda: dot(xa, xb).block_until_ready()
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    ta, tb = (torch.from_numpy(x).to(getattr(torch, args.dtype)) for x in (a, b))
+    run = lambda: torch.matmul(ta, tb)
+  run()
+  times = []
+  for _ in range(10):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return 2 * rows * hidden * mlp / float(np.median(times)) / 1e9
+
+
+def _worker(framework: str, size: str, args, conn) -> None:
+  """One framework in its own process: set up, then one timed step per request."""
+  data = batches(SIZES[size][0], args.batch, args.seq_len, 4)
+  setup = setup_recjax if framework == "recjax" else setup_torch
+  step, info = setup(size, args, data)
+  info["matmul_gflops"] = round(matmul_gflops(framework, size, args), 1)
+  conn.send(info)
+  profile = args.profile and framework == "recjax"
+  if profile:
+    jax.profiler.start_trace(os.path.join(args.profile, size))
+  while (i := conn.recv()) is not None:
+    start = time.perf_counter()
+    loss = step(i)
+    conn.send((time.perf_counter() - start, loss))
+  if profile:
+    jax.profiler.stop_trace()
 
 
 def bench_training(size, args) -> list[dict]:
-  """Both frameworks' steps, interleaved so that load changes hit both alike."""
-  data = batches(SIZES[size][0], args.batch, args.seq_len, 4)
-  runs = [setup_recjax(size, args, data)]
-  if not args.skip_torch:
-    runs.append(setup_torch(size, args, data))
-  times = [[] for _ in runs]
-  losses = [0.0 for _ in runs]
-  if args.profile:
-    jax.profiler.start_trace(os.path.join(args.profile, size))
+  """Both frameworks' steps, interleaved so that load changes hit both alike.
+
+  Each framework runs in a process of its own: in one process, the idle thread pool of one
+  (OpenMP threads spin after each op) slowed the other's next step by up to 45%.
+  """
+  frameworks = ["recjax"] + ([] if args.skip_torch else ["transformers"])
+  ctx = multiprocessing.get_context("spawn")
+  conns, procs, infos = [], [], []
+  for framework in frameworks:  # one at a time, so that neither compiles while the other runs
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_worker, args=(framework, size, args, child))
+    proc.start()
+    infos.append(parent.recv())
+    conns.append(parent)
+    procs.append(proc)
+  times = [[] for _ in frameworks]
+  losses = [0.0 for _ in frameworks]
   for i in range(args.steps):
-    for k, (step, _) in enumerate(runs):
+    for k, conn in enumerate(conns):
       time.sleep(0.5)  # lets the other framework's worker threads go idle first
-      start = time.perf_counter()
-      losses[k] = step(100 + i)
-      times[k].append(time.perf_counter() - start)
-  if args.profile:
-    jax.profiler.stop_trace()
+      conn.send(100 + i)
+      seconds, losses[k] = conn.recv()
+      times[k].append(seconds)
+  for conn, proc in zip(conns, procs):
+    conn.send(None)
+    proc.join()
+  flops = train_flops_per_token(size, args.seq_len)
   out = []
-  for (_, info), t, loss in zip(runs, times, losses):
+  for info, t, loss in zip(infos, times, losses):
     step_s = float(np.median(t))
+    tokens_per_s = args.batch * args.seq_len / step_s
+    # The step's matmul FLOP rate, and that as a fraction of the framework's own large-matmul
+    # rate on this machine: how much headroom the step leaves.
+    step_gflops = tokens_per_s * flops / 1e9
     out.append(dict(info, step_s_median=round(step_s, 4), step_s_all=[round(x, 3) for x in t],
-                    tokens_per_s=round(args.batch * args.seq_len / step_s, 1),
-                    final_loss=round(loss, 4)))
+                    tokens_per_s=round(tokens_per_s, 1), final_loss=round(loss, 4),
+                    step_gflops=round(step_gflops, 1),
+                    fraction_of_matmul_rate=round(step_gflops / info["matmul_gflops"], 2)))
   return out
 
 
@@ -245,20 +276,6 @@ def bench_decode(args) -> list[dict]:
   return out
 
 
-def _flatten_matmuls() -> None:
-  """Routes every `llm.Linear` contraction through a 2-D (rows x features) matmul."""
-  import math  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from recjax.models import llm  # pylint: disable=g-import-not-at-top
-
-  def contract(x, w, n):
-    k = math.prod(x.shape[x.ndim - n:])
-    y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1))
-    return y.reshape(x.shape[:x.ndim - n] + w.shape[n:])
-
-  llm._contract = contract  # pylint: disable=protected-access
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,30 +291,18 @@ def main():
   parser.add_argument("--no-decode", dest="decode", action="store_false")
   parser.add_argument("--no-scan", dest="scan_layers", action="store_false",
                       help="unrolled layers (LLMConfig.scan_layers=False)")
-  parser.add_argument("--flatten_matmuls", action="store_true",
-                      help="experiment: projections as 2-D matmuls over (batch*length) rows "
-                           "(a proposed change to recjax.models.llm; see docs/benchmarks.md)")
   parser.add_argument("--skip_torch", action="store_true")
   parser.add_argument("--profile", default="",
-                      help="write a jax.profiler trace of the timed steps under this directory")
+                      help="write a jax.profiler trace of recjax's timed steps under this directory")
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--new_tokens", type=int, default=64)
   args = parser.parse_args()
 
-  if args.flatten_matmuls:
-    _flatten_matmuls()
   summary = {"machine": machine(), "load_before": round(load(), 2), "seq_len": args.seq_len,
              "batch": args.batch, "dtype": args.dtype, "jax": jax.__version__}
   for size in args.sizes.split(","):
     results = bench_training(size, args)
-    peaks = {r["framework"]: r["gflops"] for r in bench_matmul(size, args)}
-    flops = train_flops_per_token(size, args.seq_len)
     for r in results:
-      # The step's matmul FLOP rate, and that as a fraction of the framework's own large-matmul
-      # rate on this machine: how much headroom the step leaves.
-      r["step_gflops"] = round(r["tokens_per_s"] * flops / 1e9, 1)
-      r["matmul_gflops"] = peaks[r["framework"]]
-      r["fraction_of_matmul_rate"] = round(r["step_gflops"] / peaks[r["framework"]], 2)
       print(json.dumps(r), flush=True)
     summary[f"train_{size}"] = {f"{r['framework']}_tokens_per_s": r["tokens_per_s"]
                                 for r in results}
