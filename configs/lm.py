@@ -9,11 +9,11 @@ whose titles name their latent cluster) rendered with the CALRec history -> next
 and the whole-history `profile` document; a 512-piece SentencePiece model is trained into the
 workdir first. The model is `tiny_llama` widened to 4 layers x 128 (about 1M parameters, float32),
 trained for 300 steps of 16 x 256 packed tokens (AdamW, cosine schedule). Expected on 2 CPU
-cores: 3-6 minutes end to end (351 s measured on a busy shared machine at ~1 step/s); training
+cores: 3-6 minutes end to end (166 s measured on a quiet machine, 351 s on a busy one); training
 loss ~0.8 per token; the table printed at the end gives test perplexities of about 1.8 on
 `histories` (held-out users' histories followed by their next item), about 2.6 on
 `histories/target_ppl` (the next item's title alone, given the history) and a very high one
-(~650) on `items`: bare item titles are never a training document, so the model is confidently
+(~500-650) on `items`: bare item titles are never a training document, so the model is confidently
 wrong about how such a document starts.
 Measured figures are in docs/benchmarks.md.
 
