@@ -55,6 +55,13 @@ def part(name: str, module: nnx.Module, apply, x: jax.Array, flops: float) -> No
          timed(jax.jit(jax.grad(loss, argnums=(0, 1))), state, x), 3 * flops)
 
 
+def part_flops(b: int, t: int, d: int, mlp: int, vocab: int) -> dict[str, float]:
+  """Forward matmul FLOPs of each part."""
+  return {"MLP": 2 * b * t * 3 * d * mlp,
+          "attention": 2 * b * t * 4 * d * d + 2 * 2 * b * t * t * d,
+          "head": 2 * b * t * d * vocab}
+
+
 def torch_parts(args, vocab: int, d: int, heads: int, mlp: int) -> None:
   """The same parts in transformers, forward+backward."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -72,13 +79,14 @@ def torch_parts(args, vocab: int, d: int, heads: int, mlp: int) -> None:
   head = torch.randn(d, vocab, requires_grad=True)
   targets = torch.randint(0, vocab, (b * t,))
   cotangent = torch.randn(b, t, d)
+  flops = part_flops(b, t, d, mlp, vocab)
   parts = {
-      "MLP": (lambda: mlp_module(x).backward(cotangent), 2 * b * t * 3 * d * mlp),
+      "MLP": (lambda: mlp_module(x).backward(cotangent), flops["MLP"]),
       # No mask: transformers' SDPA path then runs causal (is_causal=True).
       "attention (is_causal)": (lambda: attention(x, rope, None)[0].backward(cotangent),
-                                2 * b * t * 4 * d * d + 2 * 2 * b * t * t * d),
+                                flops["attention"]),
       "head + cross-entropy": (lambda: torch.nn.functional.cross_entropy(
-          x.reshape(-1, d) @ head, targets, reduction="sum").backward(), 2 * b * t * d * vocab),
+          x.reshape(-1, d) @ head, targets, reduction="sum").backward(), flops["head"]),
   }
   for name, (run, flops) in parts.items():
     report(f"transformers {name} forward+backward", timed(run), 3 * flops)
@@ -103,16 +111,16 @@ def main() -> None:
   print(f"{args.size}: {layers} layers of width {d}, MLP {mlp}, vocabulary {vocab}; "
         f"batch {b} x {t} tokens, {args.dtype}")
 
-  part("MLP", llm.MLP(cfg, rngs=nnx.Rngs(0)), lambda m, x: m(x), x, 2 * b * t * 3 * d * mlp)
+  flops = part_flops(b, t, d, mlp, vocab)
+  part("MLP", llm.MLP(cfg, rngs=nnx.Rngs(0)), lambda m, x: m(x), x, flops["MLP"])
   attention = llm.Attention(cfg, rngs=nnx.Rngs(0))
   sin, cos = llm._rope_tables(  # pylint: disable=protected-access
       jnp.broadcast_to(jnp.arange(t), (b, t)), llm.rope_inv_freq(d // heads, 10000.0))
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, 1, t, t))
-  attention_flops = 2 * b * t * 4 * d * d + 2 * 2 * b * t * t * d
   part("attention (mask)", attention,
-       lambda m, x: m(x, sin, cos, mask, False, None, None)[0], x, attention_flops)
+       lambda m, x: m(x, sin, cos, mask, False, None, None)[0], x, flops["attention"])
   part("attention (is_causal)", attention,
-       lambda m, x: m(x, sin, cos, None, True, None, None)[0], x, attention_flops)
+       lambda m, x: m(x, sin, cos, None, True, None, None)[0], x, flops["attention"])
   norm = llm.RMSNorm(d, "embed", eps=1e-6, plus_one=False, dtype=args.dtype,
                      param_dtype="float32", rngs=nnx.Rngs(0))
   part("RMSNorm", norm, lambda m, x: m(x), x, 0)
@@ -125,10 +133,9 @@ def main() -> None:
     return optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), targets).sum()
 
-  head_flops = 2 * b * t * d * vocab
-  report("head + cross-entropy forward", timed(jax.jit(head_loss), head, x), head_flops)
+  report("head + cross-entropy forward", timed(jax.jit(head_loss), head, x), flops["head"])
   report("head + cross-entropy forward+backward",
-         timed(jax.jit(jax.grad(head_loss, argnums=(0, 1))), head, x), 3 * head_flops)
+         timed(jax.jit(jax.grad(head_loss, argnums=(0, 1))), head, x), 3 * flops["head"])
   if args.torch:
     torch_parts(args, vocab, d, heads, mlp)
 
