@@ -11,6 +11,7 @@ from recjax.data import readers, registry, splits
 from recjax.data.readers import DataFormatError
 from recjax.text.render import UserCorpus
 from tests import amazon_files
+from tests.datasets import require_data_dir
 
 
 def _read(tmp_path, **kwargs):
@@ -43,7 +44,7 @@ def test_item_text_from_metadata(tmp_path):
   b0, b1 = row["B000000000"], row["B000000001"]
   assert data.item_text["title"][b0] == "Stapler & Punch model 0"  # HTML entity undone
   assert data.item_text["categories"][b0] == "Office Products, Staplers"
-  assert data.item_text["description"][b0] == "A <b>sturdy</b> stapler number 0. Metal."
+  assert data.item_text["description"][b0] == "A sturdy stapler number 0. Metal."  # tags gone
   assert data.item_text["price"][b0] == "$0.99"
   assert data.item_text["price"][b1] == ""  # a page fragment, not a price
   assert "B999999999" not in row  # metadata of an item nobody reviewed is not an item
@@ -150,3 +151,60 @@ def test_preprocess_that_removes_everything_is_an_error(tmp_path):
           "preprocess": {"min_item_interactions": 8, "min_user_interactions": 5, "k_core": True}}
   with pytest.raises(ValueError, match="'o': preprocess .* removed all 150 interactions"):
     registry.load_dataset(spec, tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The real Amazon 2018 review files (../shared/data): built-in datasets.
+
+
+def _raw_reviews(path):
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.mark.parametrize("name,file,counts,dropped", [
+    ("amazon2018_gift_cards", "Gift_Cards_5.json.gz", (458, 148, 2969), 3),
+    ("amazon2018_all_beauty", "All_Beauty_5.json.gz", (991, 85, 4161), 1108),
+])
+def test_real_amazon2018_counts_and_duplicates(name, file, counts, dropped):
+  root = require_data_dir(name)
+  raw = _raw_reviews(root / name / file)
+  distinct = {(r["reviewerID"], r["asin"], r["unixReviewTime"]) for r in raw}
+  assert len(raw) - len(distinct) == dropped
+  data = registry.load_dataset(name, root)
+  assert (data.num_users, data.num_items, data.num_interactions) == counts == (
+      len({u for u, _, _ in distinct}), len({i for _, i, _ in distinct}), len(distinct))
+  assert data.report[0] == (f"dropped {dropped:,} exact duplicate interactions (same user, item "
+                            f"and timestamp) of {len(raw):,}; preprocess.drop_duplicates=False "
+                            "keeps them")
+  kept = registry.load_dataset({"name": name, "preprocess": {"drop_duplicates": False}}, root)
+  assert kept.num_interactions == len(raw)
+  # Ratings and review text stay with their (user, item, time).
+  first = {}
+  for r in raw:
+    first.setdefault((r["reviewerID"], r["asin"], r["unixReviewTime"]), r)
+  user_of = np.repeat(data.user_ids, data.sequences.lengths)
+  items = data.item_ids[data.sequences.values]
+  for k in range(0, data.num_interactions, 97):
+    r = first[str(user_of[k]), str(items[k]), int(data.timestamps[k])]
+    assert data.ratings[k] == r["overall"]
+    assert str(data.reviews["review"][k]) == readers.clean_text(r.get("reviewText", ""))
+
+
+def test_real_gift_cards_item_text_and_review_prompts():
+  root = require_data_dir("amazon2018_gift_cards")
+  data = registry.load_dataset("amazon2018_gift_cards", root)
+  assert sorted(data.item_text) == sorted(readers.AMAZON_ITEM_FIELDS)
+  assert np.sum(data.item_text["title"][1:] == "") == 0  # the metadata covers all 148 items
+  assert not any("item table" in line for line in data.report)
+  split = splits.leave_one_out(data)
+  corpus = UserCorpus(data, split, templates="review", part="train", template_choice="all")
+  assert not corpus.skipped and len(corpus) > 0
+  for i in range(0, len(corpus), max(1, len(corpus) // 20)):
+    doc = corpus[i]
+    row = doc.meta["user"]
+    start, end = data.sequences.offsets[row], data.sequences.offsets[row + 1]
+    stop = end - 2 if end - start >= 3 else end  # shorter users train on their whole sequence
+    training = [str(t) for t in data.reviews["review"][start:stop] if str(t)] + [
+        str(t) for t in data.reviews["summary"][start:stop] if str(t)]
+    assert any(t[:40] in doc.text for t in training), doc.text  # a real review of this user

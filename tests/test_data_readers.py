@@ -61,9 +61,31 @@ def check_canonical(data) -> None:
     ("itâ€™s", "it’s"),
     ("  Misérables,\tLes  ", "Misérables, Les"),
     ("Café–Bar", "Café–Bar"),
+    # HTML: entities (also double-escaped), tags (block tags become a space); "<" alone stays.
+    ("<b>Pen & Paper</b>\x00", "Pen & Paper"),
+    ("AT&amp;amp;T <b>Phone</b><br/>x", "AT&T Phone x"),
+    ("&lt;i&gt;Dune&lt;/i&gt; &amp; more", "Dune & more"),
+    ("5 < 6 and 7 > 3", "5 < 6 and 7 > 3"),
+    ("I <3 it", "I <3 it"),
+    # Control characters, bidi overrides / isolates / marks and byte-order marks are removed.
+    ("Cafe \u202e\u2066rtl", "Cafe rtl"),
+    ("a\x07b\x1bc\x7fd\x9ce", "abcde"),
+    ("\ufeffTitle\u200e \u2069", "Title"),
+    ("tab\there\nnew  line\u00a0nbsp", "tab here new line nbsp"),
+    # Mojibake: one rule for every lead byte; a C1 byte that cp1252 leaves undefined (0x9d) too.
+    ("caf\u00c3\u00a9 it\u00e2\u20ac\u2122s", "caf\u00e9 it\u2019s"),
+    ("\u00e2\u20ac\x9cquoted\u00e2\u20ac\x9d", "\u201cquoted\u201d"),
+    ("\u00f0\u0178\u02dc\u20ac smile", "\U0001f600 smile"),
+    ("caf\u00c3\u00a9\u2013bar", "caf\u00e9\u2013bar"),  # the dash after "é" is a real dash
+    ("", ""),
 ])
 def test_clean_text(raw, clean):
   assert readers.clean_text(raw) == clean
+
+
+def test_one_clean_text():
+  from recjax.text import item_text  # pylint: disable=g-import-not-at-top
+  assert item_text.clean_text is readers.clean_text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,6 +332,62 @@ def test_other_bad_input(tmp_path):
     readers.read_atomic(test_inter=write(tmp_path / "d.inter", head + "0\t1\t2\n0\t1\t3\n"))
   with pytest.raises(ValueError, match=r"unknown item_text key\(s\) \['colums'\]"):
     readers.read_item_text({"file": u_item, "colums": ["item_id"]})
+
+
+def test_negative_numeric_ids_are_rejected(tmp_path):
+  cases = [
+      (lambda p: readers.read_pairs(p, numeric_ids=True), "pairs.txt", "1 2\n-3 4\n",
+       "user id must be a non-negative integer, got '-3'"),
+      (lambda p: readers.read_pairs(p, numeric_ids=True), "pairs.txt", "1 2\n3 -4\n",
+       "item id must be a non-negative integer, got '-4'"),
+      (lambda p: readers.read_sequences(p, numeric_ids=True), "seq.txt", "1 2 3\n2 4 -3 5\n",
+       "item id must be a non-negative integer, got '-3'"),
+      (lambda p: readers.read_sequences(p, numeric_ids=True), "seq.txt", "1 2\n-2 4\n",
+       "user id must be a non-negative integer"),
+      (readers.read_movielens_100k, "u.data", "1\t2\t3\t4\n1\t-2\t3\t4\n",
+       "item id must be a non-negative integer"),
+  ]
+  for read, name, text, problem in cases:
+    path = write(tmp_path / name, text)
+    with pytest.raises(DataFormatError, match=problem) as info:
+      read(path)
+    assert (info.value.path, info.value.line) == (str(path), 2)
+  # Token ids are not numbers: "-3" is just a name there.
+  assert readers.read_pairs(write(tmp_path / "t.txt", "-3 a\n")).user_ids.tolist() == ["-3"]
+
+
+def test_byte_order_mark_is_not_part_of_the_first_id(tmp_path):
+  bom = "\ufeff"
+  tokens = readers.read_pairs(write(tmp_path / "p.txt", bom + "ann lamp\nann mug\nbob mug\n"))
+  assert tokens.user_ids.tolist() == ["ann", "bob"]
+  seqs = readers.read_sequences(write(tmp_path / "s.txt", bom + "u1 a b\nu2 b\n"))
+  assert seqs.user_ids.tolist() == ["u1", "u2"] and seqs.item_ids[1] == "a"
+  numeric = readers.read_sequences(write(tmp_path / "n.txt", bom + "1 5 6\n"), numeric_ids=True)
+  assert numeric.user_ids.tolist() == ["1"]
+  with_header = readers.read_pairs(write(tmp_path / "h.csv", bom + "user,item\nann,lamp\n"),
+                                   sep=",", header=True)
+  assert with_header.user_ids.tolist() == ["ann"]
+  lcrec = readers.read_lcrec_json(write(tmp_path / "x.inter.json", bom + '{"7": [1, 2]}'))
+  assert lcrec.user_ids.tolist() == ["7"]
+  atomic = readers.read_atomic(write(tmp_path / "x.inter",
+                                     bom + "user_id:token\titem_id:token\nu\ti\n"))
+  assert atomic.user_ids.tolist() == ["u"]
+
+
+def test_report_counts_items_missing_from_the_item_table(tmp_path):
+  seqs = write(tmp_path / "seq.txt", "u1 a b c\nu2 c d\n")
+  write(tmp_path / "titles.tsv", "a\tApple\nb\t\nd\tDate\nz\tNot an item\n")
+  write(tmp_path / "brands.tsv", "a\tAcme\n")
+  data = readers.read_sequences(seqs, item_text=[
+      {"file": tmp_path / "titles.tsv"},
+      {"file": tmp_path / "brands.tsv", "columns": ["item_id", "brand"]}])
+  assert data.item_text["title"].tolist() == ["", "Apple", "", "", "Date"]
+  assert data.report == [
+      "3 of 4 items have no entry for 'brand' in the item table (left empty)",
+      "1 of 4 items have no entry for 'title' in the item table (left empty)",
+      "1 of 4 items have an empty title in the item table",
+  ]
+  assert readers.read_sequences(seqs).report == []  # no item table: nothing to report
 
 
 # ----------------------------------------------------------------------------------------------

@@ -132,8 +132,9 @@ def test_ml1m_in_shared_data_names_ratings_dat():
 
 def test_builtins_listed_and_resolvable():
   assert registry.list_datasets() == sorted([
-      "ml-100k", "ml-1m", "ml-1m-pos", "amazon_beauty", "amazon_video", "amazon_office",
-      "amazon_scientific", "amazon_games6k", "synthetic"])
+      "ml-100k", "ml-1m", "ml-1m-pos", "ml-latest-small", "amazon_beauty", "amazon_video",
+      "amazon_office", "amazon_scientific", "amazon_games6k", "amazon2018_gift_cards",
+      "amazon2018_all_beauty", "synthetic"])
   for name in registry.list_datasets():
     spec = registry.get_spec(name)
     assert spec["name"] == name and spec["format"] in registry.FORMATS
@@ -141,7 +142,7 @@ def test_builtins_listed_and_resolvable():
 
 
 @pytest.mark.parametrize("spec,match", [
-    ({"name": "ml-10k"}, r"unknown dataset 'ml-10k'; built-in datasets: \['amazon_beauty'"),
+    ({"name": "ml-10k"}, r"unknown dataset 'ml-10k'; built-in datasets: \['amazon2018_all"),
     ({"name": "x", "format": "csv", "dir": "x", "files": {}},
      r"unknown format 'csv'; valid formats: \['amazon_reviews', 'atomic'"),
     ({"name": "ml-100k", "min_ratin": 4}, r"unknown spec key\(s\) \['min_ratin'\].*'min_rating'"),
@@ -193,6 +194,7 @@ def test_new_datasets_by_config_only(tmp_path):
   }, tmp_path)
   assert [[data.item_text["title"][i] for i in s] for s in data.sequences] == [
       ["Coffee mug", "Desk lamp"], ["Coffee mug"]]
+  assert data.report == [f"optional item-text file {shop / 'absent.json'} is absent; skipped"]
 
   (tmp_path / "rb").mkdir()
   (tmp_path / "rb" / "rb.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n"
@@ -391,3 +393,42 @@ def test_fetch_archive_unreachable(tmp_path):
   assert list(tmp_path.iterdir()) == []
   with pytest.raises(ValueError, match=r"unknown download key\(s\) \['md5'\]"):
     download.fetch_archive({"url": url, "md5": "x"}, tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact duplicates and the report.
+
+
+def _shop(tmp_path, text, columns=("user", "item", "rating", "timestamp")):
+  (tmp_path / "shop").mkdir(exist_ok=True)
+  (tmp_path / "shop" / "events.txt").write_text(text)
+  return {"name": "shop", "format": "pairs", "dir": "shop",
+          "files": {"interactions": "events.txt"}, "columns": list(columns)}
+
+
+def test_exact_duplicates_are_dropped_by_default_and_reported(tmp_path):
+  spec = _shop(tmp_path, "a x 5 10\na x 4 10\na x 3 20\nb y 1 5\na z 2 10\nb y 1 5\nb x 2 5\n")
+  data = registry.load_dataset(spec, tmp_path)
+  # (a, x, 10) and (b, y, 5) repeat; the first of each stays. (a, x, 20) is a later, real repeat.
+  assert [[data.item_ids[i] for i in s] for s in data.sequences] == [["x", "z", "x"], ["y", "x"]]
+  assert data.ratings.tolist() == [5, 2, 3, 1, 2]
+  assert data.report == ["dropped 2 exact duplicate interactions (same user, item and timestamp) "
+                         "of 7; preprocess.drop_duplicates=False keeps them"]
+  kept = registry.load_dataset({**spec, "preprocess": {"drop_duplicates": False}}, tmp_path)
+  assert kept.num_interactions == 7 and kept.report == []
+
+  filtered, report = registry.load_dataset_with_report(
+      {**spec, "preprocess": {"min_user_interactions": 3}}, tmp_path)
+  assert report.interactions_before == 5  # duplicates go first, so they cannot pass a filter
+  assert filtered.report[0].startswith("dropped 2 exact duplicate")
+  assert filtered.report[1] == ("filter(min_user_interactions=3, min_item_interactions=0, "
+                                "k_core=False) dropped 1 of 2 users, 1 of 3 items, 2 of 5 "
+                                "interactions in 1 round(s)")
+  dropped, n = registry.drop_duplicates(kept)
+  assert n == 2 and np.array_equal(dropped.sequences.values, data.sequences.values)
+
+
+def test_without_timestamps_repeats_are_kept(tmp_path):
+  spec = _shop(tmp_path, "a x\na x\nb y\n", columns=("user", "item"))
+  data = registry.load_dataset(spec, tmp_path)
+  assert data.num_interactions == 3 and data.report == []

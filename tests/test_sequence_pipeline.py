@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from recjax.data import registry, splits
+from recjax.data.canonical import Sequences
 from recjax.data.sequence_pipeline import (BatchPlan, MakeLocalBatch, PipelineConfig,
-                                           training_batches)
+                                           sample_negatives, training_batches)
 from recjax.data.synthetic import make_synthetic
 from tests.datasets import require_data_dir
 
@@ -99,3 +100,47 @@ def test_iterator_state_resumes_exactly():
     got = next(resumed)
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
+
+
+# ----------------------------------------------------------------------------------------------
+# Negative sampling when a user's history covers (most of) the catalogue.
+
+
+def test_sample_negatives_uniform_over_the_unseen_items():
+  rng = np.random.default_rng(0)
+  exclude = np.array([1, 2, 3, 5, 8, 9, 10, 3, 0, 99])  # repeats, padding, out of range: ignored
+  draws = sample_negatives(rng, 10, exclude, (30_000,))
+  counts = np.bincount(draws, minlength=11)
+  assert counts[[0, 1, 2, 3, 5, 8, 9, 10]].sum() == 0
+  # Each of the 3 unseen items gets a third, within 5 standard deviations (~0.014).
+  np.testing.assert_allclose(counts[[4, 6, 7]] / 30_000, 1 / 3, atol=0.014)
+  assert draws.dtype == np.int32
+
+
+def test_sample_negatives_when_nothing_or_one_item_is_left():
+  rng = np.random.default_rng(0)
+  none_left = sample_negatives(rng, 2, np.array([2, 1, 1]), (4, 3))
+  assert none_left.shape == (4, 3) and none_left.dtype == np.int32
+  assert not none_left.any()  # 0: "no negative", for consumers to mask
+  np.testing.assert_array_equal(sample_negatives(rng, 2, np.array([1]), (50,)), 2)
+  big = sample_negatives(rng, 100_000, np.arange(1, 100_000), (8,))
+  np.testing.assert_array_equal(big, 100_000)
+
+
+def test_two_item_catalogue_training_batches():
+  # Users 0 and 1 have seen both items: no negative exists for them. User 2 has seen only item 1.
+  train = Sequences.from_lists([[1, 2, 1], [2, 1], [1, 1, 1]])
+  cfg = PipelineConfig(batch_size=3, max_len=4, num_negatives=2, length_bucketing=False,
+                       num_threads=1, prefetch=1)
+  it = iter(training_batches(train, 2, cfg))
+  for _ in range(4):  # several epochs, reshuffled
+    batch = next(it)
+    assert batch["negatives"].shape == (3, 4, 2)
+    for r in range(3):
+      row_items = set(batch["inputs"][r][batch["inputs"][r] > 0]) | set(
+          batch["targets"][r][batch["targets"][r] > 0])
+      negatives = batch["negatives"][r]
+      if row_items == {1, 2}:
+        assert not negatives.any()
+      else:
+        assert row_items == {1} and (negatives == 2).all()

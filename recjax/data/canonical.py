@@ -66,6 +66,11 @@ class InteractionData:
   item_text: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   # Per-user feature columns (e.g. MovieLens "gender", "age"), each [num_users].
   user_features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  # What reading and preprocessing changed, one human-readable line each, in the order it
+  # happened, e.g. "dropped 1,108 exact duplicate interactions (same user, item and timestamp)
+  # of 5,269; ..." or "3 of 2,420 items have an empty title in the item table". The CLIs print
+  # it; empty when nothing was changed (docs/data_formats.md, "The report").
+  report: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def num_users(self) -> int:
@@ -83,4 +88,5 @@ class InteractionData:
     lengths = self.sequences.lengths
     return (f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
             f"{self.num_interactions:,} interactions, mean history {lengths.mean():.1f}, "
-            f"text fields {sorted(self.item_text) or 'none'}")
+            f"text fields {sorted(self.item_text) or 'none'}"
+            + (f", interaction text {sorted(self.reviews)}" if self.reviews else ""))

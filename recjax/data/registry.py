@@ -47,6 +47,11 @@ FORMATS: dict[str, dict[str, Any]] = {
         "files": {"ratings": True, "movies": False, "users": False},
         "options": ("min_rating", "order", "encoding"),
     },
+    "movielens_csv": {
+        "reader": readers.read_movielens_csv,
+        "files": {"ratings": True, "movies": False, "tags": False},
+        "options": ("min_rating", "order", "encoding"),
+    },
     "sequence": {
         "reader": readers.read_sequences,
         "files": {"sequences": True},
@@ -82,7 +87,7 @@ FORMATS: dict[str, dict[str, Any]] = {
 }
 COMMON_KEYS = ("name", "format", "description", "preprocess")
 FILE_KEYS = ("dir", "files", "item_text", "download")
-PREPROCESS_KEYS = ("min_user_interactions", "min_item_interactions", "k_core")
+PREPROCESS_KEYS = ("drop_duplicates", "min_user_interactions", "min_item_interactions", "k_core")
 
 _ML1M_MOVIES = {"file": "../ml-1m/movies.dat", "sep": "::", "encoding": "latin-1",
                 "columns": ["item_id", "title_with_year", "genres"],
@@ -117,6 +122,30 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
              "id_offset": 1},
             _ML1M_MOVIES,
         ],
+    },
+    "ml-latest-small": {
+        "description": ("MovieLens latest-small (GroupLens development set, 2018 snapshot): "
+                        "0.5-5 star ratings ordered by timestamp, titles, genres, and the user's "
+                        "tags of each rated movie as per-interaction text."),
+        "format": "movielens_csv",
+        "dir": "ml-latest-small",
+        "files": {"ratings": "ratings.csv", "movies": "movies.csv", "tags": "tags.csv"},
+    },
+    "amazon2018_gift_cards": {
+        "description": ("Amazon Reviews 2018 Gift_Cards 5-core, official release: review text, "
+                        "summary and 1-5 rating per interaction; item title, brand, "
+                        "description, categories and price from the metadata file."),
+        "format": "amazon_reviews",
+        "dir": "amazon2018_gift_cards",
+        "files": {"reviews": "Gift_Cards_5.json.gz", "meta": "meta_Gift_Cards.json.gz"},
+    },
+    "amazon2018_all_beauty": {
+        "description": ("Amazon Reviews 2018 All_Beauty 5-core, official release (reviews only, "
+                        "no metadata): the file repeats rows, 5,269 rows of which 4,161 are "
+                        "distinct (user, item, time); exact duplicates are dropped by default."),
+        "format": "amazon_reviews",
+        "dir": "amazon2018_all_beauty",
+        "files": {"reviews": "All_Beauty_5.json.gz"},
     },
     "amazon_beauty": {
         "description": "Amazon 2014 Beauty 5-core as used by S3Rec/ICLRec/DuoRec (no text).",
@@ -304,19 +333,21 @@ def _ensure_files(spec: Mapping[str, Any], root: pathlib.Path, allow_download: b
                                                                       reason))
 
 
-def _item_text_joins(spec: Mapping[str, Any], root: pathlib.Path) -> list[dict[str, Any]]:
-  joins = []
+def _item_text_joins(spec: Mapping[str, Any], root: pathlib.Path
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
+  """The item-text joins with their files present, and report lines for optional ones absent."""
+  joins, skipped = [], []
   for join in spec.get("item_text") or []:
     join = dict(join)
     if "file" not in join:
       raise ValueError(f"dataset {spec['name']!r}: item_text entry {join} has no 'file'")
     join["file"] = _dataset_dir(spec, root) / join["file"]
     if join.pop("optional", False) and not join["file"].exists():
-      logging.warning("%s: optional item-text file %s is absent; skipping it", spec["name"],
-                      join["file"])
+      skipped.append(f"optional item-text file {join['file']} is absent; skipped")
+      logging.warning("%s: %s", spec["name"], skipped[-1])
       continue
     joins.append(join)
-  return joins
+  return joins, skipped
 
 
 def load_dataset(spec: Mapping[str, Any] | str, root: str | os.PathLike | None = None, *,
@@ -342,7 +373,11 @@ def load_dataset_with_report(spec: Mapping[str, Any] | str,
                              root: str | os.PathLike | None = None, *,
                              allow_download: bool = True
                              ) -> tuple[InteractionData, FilterReport | None]:
-  """Like `load_dataset`, also returning the preprocess filter report (None without filters)."""
+  """Like `load_dataset`, also returning the preprocess filter report (None without filters).
+
+  Every change to the data (duplicates dropped, filter removals, items without text) is also a
+  line of the returned data's `report`.
+  """
   spec = resolve_spec(spec)
   fmt = FORMATS[spec["format"]]
   options = {k: spec[k] for k in fmt["options"] if k in spec}
@@ -351,15 +386,22 @@ def load_dataset_with_report(spec: Mapping[str, Any] | str,
   else:
     root_path = data_root(root, spec)
     paths = _ensure_files(spec, root_path, allow_download)
-    data = fmt["reader"](**paths, name=spec["name"], item_text=_item_text_joins(spec, root_path),
-                         **options)
+    joins, skipped = _item_text_joins(spec, root_path)
+    data = fmt["reader"](**paths, name=spec["name"], item_text=joins, **options)
+    if skipped:
+      data = dataclasses.replace(data, report=[*skipped, *data.report])
+  preprocess = dict(spec.get("preprocess") or {})
+  if preprocess.pop("drop_duplicates", True):
+    data, _ = drop_duplicates(data)
   report = None
-  if spec.get("preprocess"):
-    data, report = filter_interactions(data, **spec["preprocess"])
+  if preprocess:
+    data, report = filter_interactions(data, **preprocess)
     if data.num_interactions == 0:
       raise ValueError(f"dataset {spec['name']!r}: preprocess {dict(spec['preprocess'])} removed "
                        f"all {report.interactions_before:,} interactions; lower the thresholds")
   logging.info("Loaded %s", data.summary())
+  for line in data.report:
+    logging.info("%s: %s", data.name, line)
   return data, report
 
 
@@ -392,6 +434,31 @@ class FilterReport:
     return self.interactions_before - self.interactions_after
 
 
+def drop_duplicates(data: InteractionData) -> tuple[InteractionData, int]:
+  """Drops exact duplicate interactions (same user, item and timestamp), keeping the first.
+
+  Data without timestamps is returned unchanged: a repeated item there may be a real repeat.
+  Returns the data (with a `report` line when something was dropped) and the number dropped.
+  """
+  if data.timestamps is None or data.num_interactions == 0:
+    return data, 0
+  seq = data.sequences
+  user_of = np.repeat(np.arange(len(seq), dtype=np.int64), seq.lengths)
+  order = np.lexsort((data.timestamps, seq.values, user_of))
+  key = (user_of[order], seq.values[order], data.timestamps[order])
+  repeat = np.zeros(len(order), bool)
+  repeat[1:] = np.logical_and.reduce([k[1:] == k[:-1] for k in key])
+  dropped = int(repeat.sum())
+  if not dropped:
+    return data, 0
+  keep = np.ones(len(order), bool)
+  keep[order[repeat]] = False  # lexsort is stable: the first of equal rows in file order stays
+  line = (f"dropped {dropped:,} exact duplicate interactions (same user, item and timestamp) of "
+          f"{data.num_interactions:,}; preprocess.drop_duplicates=False keeps them")
+  logging.info("%s: %s", data.name, line)
+  return _subset(data, keep, user_of, line), dropped
+
+
 def filter_interactions(data: InteractionData, min_user_interactions: int = 0,
                         min_item_interactions: int = 0, k_core: bool = False
                         ) -> tuple[InteractionData, FilterReport]:
@@ -421,23 +488,27 @@ def filter_interactions(data: InteractionData, min_user_interactions: int = 0,
       keep &= user_counts[user_of] >= min_user_interactions
     if not k_core or keep.sum() == before:
       break
-  filtered = _subset(data, keep, user_of)
   report = FilterReport(
-      users_before=data.num_users, users_after=filtered.num_users,
-      items_before=data.num_items, items_after=filtered.num_items,
-      interactions_before=data.num_interactions, interactions_after=filtered.num_interactions,
+      users_before=data.num_users,
+      users_after=int(np.count_nonzero(np.bincount(user_of[keep], minlength=len(seq)))),
+      items_before=data.num_items,
+      items_after=int(np.count_nonzero(np.bincount(seq.values[keep])[1:])),
+      interactions_before=data.num_interactions, interactions_after=int(keep.sum()),
       rounds=rounds)
-  logging.info(
-      "%s: filter(min_user_interactions=%d, min_item_interactions=%d, k_core=%s) dropped %d of "
-      "%d users, %d of %d items, %d of %d interactions in %d round(s)", data.name,
-      min_user_interactions, min_item_interactions, k_core, report.users_dropped,
-      report.users_before, report.items_dropped, report.items_before,
-      report.interactions_dropped, report.interactions_before, rounds)
-  return filtered, report
+  line = (f"filter(min_user_interactions={min_user_interactions}, "
+          f"min_item_interactions={min_item_interactions}, k_core={k_core}) dropped "
+          f"{report.users_dropped:,} of {report.users_before:,} users, "
+          f"{report.items_dropped:,} of {report.items_before:,} items, "
+          f"{report.interactions_dropped:,} of {report.interactions_before:,} interactions in "
+          f"{rounds} round(s)")
+  logging.info("%s: %s", data.name, line)
+  return _subset(data, keep, user_of, line), report
 
 
-def _subset(data: InteractionData, keep: np.ndarray, user_of: np.ndarray) -> InteractionData:
-  """The interactions where `keep` holds, with users and items renumbered densely."""
+def _subset(data: InteractionData, keep: np.ndarray, user_of: np.ndarray, line: str
+            ) -> InteractionData:
+  """The interactions where `keep` holds, with users and items renumbered densely; `line` is
+  added to the report."""
   values = data.sequences.values[keep]
   counts = np.bincount(user_of[keep], minlength=data.num_users)
   users = np.flatnonzero(counts > 0)
@@ -457,5 +528,6 @@ def _subset(data: InteractionData, keep: np.ndarray, user_of: np.ndarray) -> Int
       reviews={k: v[keep] for k, v in data.reviews.items()},
       item_text={k: v[item_rows] for k, v in data.item_text.items()},
       user_features={k: v[users] for k, v in data.user_features.items()},
+      report=[*data.report, line],
   )
 

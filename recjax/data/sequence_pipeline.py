@@ -97,12 +97,27 @@ def right_aligned(seq: np.ndarray, width: int) -> np.ndarray:
 
 def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarray,
                      shape: tuple[int, ...]) -> np.ndarray:
-  """Uniform items in 1..num_items, none of them in `exclude` (the user's own items)."""
+  """Uniform items in 1..num_items, none of them in `exclude` (the user's own items).
+
+  Where `exclude` covers the whole catalogue there is no negative to draw: every slot is 0
+  ("no negative"). Consumers (sampled losses, sampled evaluation) must mask slots holding 0,
+  the padding id, which never is a real item. Runs in bounded time whatever the share of the
+  catalogue excluded.
+  """
   draw = rng.integers(1, num_items + 1, size=shape, dtype=np.int32)
   bad = np.isin(draw, exclude)
-  while bad.any():
-    draw[bad] = rng.integers(1, num_items + 1, size=int(bad.sum()), dtype=np.int32)
-    bad = np.isin(draw, exclude)
+  if not bad.any():
+    return draw
+  # Redraw the hits directly from the complement: the k-th allowed item is k + 1 plus the
+  # number of excluded items at or below it (found by a search over the sorted exclusions).
+  excluded = np.unique(np.asarray(exclude, np.int64))
+  excluded = excluded[(excluded >= 1) & (excluded <= num_items)]
+  allowed = num_items - len(excluded)
+  if allowed <= 0:
+    return np.zeros(shape, np.int32)
+  rank = rng.integers(0, allowed, size=int(bad.sum()))
+  below = excluded - 1 - np.arange(len(excluded))  # allowed items smaller than each exclusion
+  draw[bad] = rank + 1 + np.searchsorted(below, rank, side="right")
   return draw
 
 

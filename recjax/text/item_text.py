@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
 import os
 import pathlib
@@ -19,52 +18,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from recjax.data.canonical import InteractionData, Sequences
+from recjax.data.readers import clean_text  # the one text-cleaning rule; re-exported
 
 # ------------------------------------------------------------------------------------------------
-# Cleaning.
-
-_TAG_RE = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
-_BLOCK_TAG_RE = re.compile(r"<\s*(br|p|li|div|tr|h[1-6])\b[^<>]*>", re.IGNORECASE)
-_SPACE_RE = re.compile(r"\s+")
-# Characters that appear when UTF-8 bytes were decoded as latin-1 / cp1252.
-_MOJIBAKE_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u20ac\u0152-\u0178\u02c6\u02dc\u2122]+")
-
-
-def _fix_mojibake(text: str) -> str:
-  """Undoes UTF-8-read-as-latin-1/cp1252 runs such as 'cafÃ©' -> 'café'; else leaves text."""
-  if not _MOJIBAKE_RE.search(text):
-    return text
-  for codec in ("cp1252", "latin-1"):
-    try:
-      return text.encode(codec).decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-      pass
-
-  def fix_run(m):
-    for codec in ("cp1252", "latin-1"):
-      try:
-        return m.group().encode(codec).decode("utf-8")
-      except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
-    return m.group()
-
-  return _MOJIBAKE_RE.sub(fix_run, text)
-
-
-def clean_text(text: str) -> str:
-  """Repairs mojibake, unescapes HTML entities, drops HTML tags and normalises whitespace."""
-  if not text:
-    return ""
-  text = _fix_mojibake(str(text))
-  for _ in range(3):  # double-escaped entities ("&amp;amp;") are common in scraped catalogues
-    unescaped = html.unescape(text)
-    if unescaped == text:
-      break
-    text = unescaped
-  text = _BLOCK_TAG_RE.sub(" ", text)
-  text = _TAG_RE.sub("", text)
-  text = text.replace("\u00a0", " ")
-  return _SPACE_RE.sub(" ", text).strip()
+# Cleaning (`clean_text`, from recjax.data.readers: docs/data_formats.md lists its rules) and
+# truncation.
 
 
 def truncate_words(text: str, max_chars: int) -> str:
