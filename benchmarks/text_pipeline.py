@@ -33,6 +33,8 @@ def main(argv=None) -> int:
   parser.add_argument("--num_packing_bins", type=int, default=0)
   parser.add_argument("--no_pack", action="store_true")
   parser.add_argument("--target_len", type=int, default=0)
+  parser.add_argument("--objective", default="causal_lm", help="transform chain (text.objective)")
+  parser.add_argument("--max_entities", type=int, default=0, help="> 0: also emit entity spans")
   parser.add_argument("--worker_count", type=int, default=0)
   parser.add_argument("--read_threads", type=int, default=0)
   parser.add_argument("--warmup_batches", type=int, default=5)
@@ -41,10 +43,10 @@ def main(argv=None) -> int:
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags
 
   # pylint: disable=g-import-not-at-top
-  from recjax import tokenizer as tokenizer_lib
   from recjax.data import registry
   from recjax.data import splits
-  from recjax.text import item_text, pipeline, render
+  from recjax.text import item_text, pipeline, user_corpus
+  from recjax.text import tokenizer as tokenizer_lib
   # pylint: enable=g-import-not-at-top
 
   t0 = time.perf_counter()
@@ -52,13 +54,14 @@ def main(argv=None) -> int:
   split = splits.leave_one_out(data)
   tok = tokenizer_lib.load_tokenizer(args.tokenizer, tokenizer_lib.SpecialTokens())
   catalogue = item_text.ItemCatalogue.build(data, item_text.ItemTextConfig(), tok)
-  corpus = render.UserCorpus(data, split, args.templates, targets=args.targets,
-                             catalogue=catalogue, tokenizer=tok, max_tokens=args.seq_len)
+  corpus = user_corpus.UserCorpus(data, split, args.templates, targets=args.targets,
+                                  catalogue=catalogue, tokenizer=tok, max_tokens=args.seq_len)
   setup_s = time.perf_counter() - t0
   config = pipeline.PipelineConfig(
       seq_len=args.seq_len, batch_size=args.batch_size, pack=not args.no_pack,
       num_packing_bins=args.num_packing_bins, num_epochs=None, target_len=args.target_len,
-      worker_count=args.worker_count, read_threads=args.read_threads)
+      worker_count=args.worker_count, read_threads=args.read_threads, objective=args.objective,
+      max_entities=args.max_entities)
   it = iter(pipeline.make_text_dataset(corpus, tok, config))
   for _ in range(args.warmup_batches):
     next(it)
@@ -73,7 +76,8 @@ def main(argv=None) -> int:
   result = {
       "dataset": args.dataset, "tokenizer": args.tokenizer, "templates": args.templates,
       "documents": len(corpus), "seq_len": args.seq_len, "batch_size": args.batch_size,
-      "pack": not args.no_pack, "worker_count": args.worker_count, "setup_s": round(setup_s, 2),
+      "pack": not args.no_pack, "worker_count": args.worker_count,
+      "objective": args.objective, "max_entities": args.max_entities, "setup_s": round(setup_s, 2),
       "batches_per_s": round(batches / elapsed, 2),
       "real_tokens_per_s": round(real / elapsed),
       "row_tokens_per_s": round(rows / elapsed),

@@ -9,7 +9,7 @@ import pytest
 
 from recjax.data import readers, registry, splits
 from recjax.data.readers import DataFormatError
-from recjax.text.render import UserCorpus
+from recjax.text.user_corpus import UserCorpus
 from tests import amazon_files
 from tests.datasets import require_data_dir
 

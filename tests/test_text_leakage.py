@@ -4,7 +4,7 @@ import pytest
 
 from recjax.data import registry
 from recjax.data.splits import leave_one_out, temporal
-from recjax.text import render, templates
+from recjax.text import templates, user_corpus
 from tests.datasets import require_data_dir
 
 
@@ -55,8 +55,8 @@ def _check_training_docs(data, split, corpus, indices):
                                       if t.family != "item"])
 def test_training_text_has_no_heldout_targets(office, template):
   data, split = office
-  corpus = render.UserCorpus(data, split, template, extras=_extras(data), num_candidates=19,
-                             max_history_items=50)
+  corpus = user_corpus.UserCorpus(data, split, template, extras=_extras(data), num_candidates=19,
+                                  max_history_items=50)
   # The main templates on every user; the rest on a fixed sample (test time).
   step = 1 if template in ("calrec", "profile", "p5_seq_1") else 7
   assert _check_training_docs(data, split, corpus, range(0, len(corpus), step)) > 600
@@ -64,7 +64,7 @@ def test_training_text_has_no_heldout_targets(office, template):
 
 def test_every_training_position(office):
   data, split = office
-  corpus = render.UserCorpus(data, split, "calrec", targets="all")
+  corpus = user_corpus.UserCorpus(data, split, "calrec", targets="all")
   assert len(corpus) == int(np.maximum(split.train.lengths - 1, 0).sum())
   assert _check_training_docs(data, split, corpus, range(0, len(corpus), 5)) > 5000
 
@@ -74,7 +74,7 @@ def test_other_domains(name):
   root = require_data_dir(name)
   data = registry.load_dataset({"name": name}, root)
   split = leave_one_out(data)
-  corpus = render.UserCorpus(data, split, "calrec,p5_direct_2", template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, "calrec,p5_direct_2", template_choice="all")
   assert _check_training_docs(data, split, corpus, range(0, len(corpus), 11)) > 1000
 
 
@@ -82,8 +82,8 @@ def test_temporal_split():
   root = require_data_dir("ml-100k")
   data = registry.load_dataset({"name": "ml-100k"}, root)
   split = temporal(data)
-  corpus = render.UserCorpus(data, split, "profile,p5_seq_1", max_history_items=20,
-                             template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, "profile,p5_seq_1", max_history_items=20,
+                                  template_choice="all")
   assert _check_training_docs(data, split, corpus, range(len(corpus))) > 500
 
 
@@ -92,7 +92,7 @@ def test_ml100k_real_ratings():
   root = require_data_dir("ml-100k")
   data = registry.load_dataset({"name": "ml-100k"}, root)
   split = leave_one_out(data)
-  corpus = render.UserCorpus(data, split, "rating:all", template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, "rating:all", template_choice="all")
   assert _check_training_docs(data, split, corpus, range(0, len(corpus), 2)) > 1000
   for i in range(0, len(corpus), 7):
     user, _, _, interaction = corpus.example(i // len(corpus.templates))
@@ -106,7 +106,7 @@ def test_check_detects_a_leaking_split(office):
   data, split = office
   leaky = dataclasses.replace(split, train=data.sequences,
                               train_users=np.arange(data.num_users, dtype=np.int32))
-  corpus = render.UserCorpus(data, leaky, "calrec")
+  corpus = user_corpus.UserCorpus(data, leaky, "calrec")
   with pytest.raises(AssertionError):
     _check_training_docs(data, split, corpus, range(len(corpus)))
 

@@ -4,10 +4,10 @@ import collections
 import numpy as np
 import pytest
 
-from recjax import tokenizer as tokenizer_lib
+from recjax.text import tokenizer as tokenizer_lib
 from recjax.data.splits import leave_one_out
 from recjax.data.synthetic import make_synthetic
-from recjax.text import item_text, mixture, pipeline, render
+from recjax.text import item_text, mixture, pipeline, user_corpus
 from tests.datasets import require_data_dir
 
 
@@ -16,7 +16,7 @@ def _domain(name, seed, rate, num_items):
                         seed=seed, max_length=10, name=name)
   split = leave_one_out(data)
   catalogue = item_text.ItemCatalogue.build(data)
-  corpus = render.UserCorpus(data, split, "calrec", catalogue=catalogue, domain=name)
+  corpus = user_corpus.UserCorpus(data, split, "calrec", catalogue=catalogue, domain=name)
   return mixture.Domain(name, corpus, rate, data, split, catalogue)
 
 
@@ -101,3 +101,16 @@ def test_real_amazon_mixture():
     items = [s.item for s in doc.spans if s.kind == "item"]
     assert all(doc.text[s.start:s.end] == domain.catalogue.texts[s.item]
                for s in doc.spans if s.kind == "item") and items
+
+
+def test_mixture_split_uses_temporal_fractions():
+  from recjax.data import registry, splits  # pylint: disable=g-import-not-at-top
+  specs = [{"dataset": {"name": "synthetic", "num_users": 120, "num_items": 90,
+                        "num_clusters": 4, "seed": s}, "tag": f"shop_{s}"} for s in (1, 2)]
+  mix = mixture.build_mixture(specs, None, split="temporal",
+                              split_kwargs={"valid_fraction": 0.2, "test_fraction": 0.1})
+  for spec, domain in zip(specs, mix.domains):
+    data = registry.load_dataset(spec["dataset"])
+    want = splits.temporal(data, valid_fraction=0.2, test_fraction=0.1)
+    np.testing.assert_array_equal(domain.split.train.lengths, want.train.lengths)
+    assert abs(domain.split.train.lengths.sum() / data.num_interactions - 0.7) < 0.01

@@ -4,7 +4,7 @@ import pytest
 
 from recjax.data import registry
 from recjax.data.splits import leave_one_out, temporal
-from recjax.text import render, templates
+from recjax.text import templates, user_corpus
 from tests.datasets import require_data_dir
 
 
@@ -25,7 +25,7 @@ def _file_rating(data, u_data, user: int, item: int) -> int:
 def test_rating_templates_render_real_ratings(ml100k):
   data, u_data = ml100k
   split = leave_one_out(data)
-  corpus = render.UserCorpus(data, split, "rating:all", template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, "rating:all", template_choice="all")
   assert not corpus.skipped
   assert [t.name for t in corpus.templates] == [t.name for t in templates.select("rating:all")]
   train_row = {int(u): r for r, u in enumerate(split.train_users)}
@@ -50,7 +50,7 @@ def test_rating_templates_render_real_ratings(ml100k):
 def test_eval_prompts_hold_out_the_rating(ml100k, part):
   data, u_data = ml100k
   split = leave_one_out(data)
-  corpus = render.UserCorpus(data, split, "p5_rating_heldout", part=part)
+  corpus = user_corpus.UserCorpus(data, split, "p5_rating_heldout", part=part)
   eval_set = split.valid if part == "valid" else split.test
   assert len(corpus) == len(eval_set) == data.num_users
   for i in range(0, len(corpus), 5):
@@ -67,7 +67,7 @@ def test_eval_prompts_hold_out_the_rating(ml100k, part):
 def test_temporal_training_ratings_come_before_the_cutoff(ml100k):
   data, _ = ml100k
   split = temporal(data)
-  corpus = render.UserCorpus(data, split, "p5_rating_1", targets="all")
+  corpus = user_corpus.UserCorpus(data, split, "p5_rating_1", targets="all")
   t_valid = np.quantile(data.timestamps, 0.8)
   for i in range(0, len(corpus), 97):
     doc = corpus[i]
@@ -79,14 +79,14 @@ def test_temporal_training_ratings_come_before_the_cutoff(ml100k):
 def test_explicit_extras_override_data_ratings(ml100k):
   data, _ = ml100k
   split = leave_one_out(data)
-  fixed = render.UserCorpus(data, split, "p5_rating_1",
-                            extras={"rating": np.full(data.num_interactions, 2.5)})
+  fixed = user_corpus.UserCorpus(data, split, "p5_rating_1",
+                                 extras={"rating": np.full(data.num_interactions, 2.5)})
   assert {fixed[i].meta["target_text"] for i in range(0, len(fixed), 50)} == {"2.5"}
   # Other extras still leave {rating} to the data.
-  reviews = render.UserCorpus(data, split, "p5_rating_1,p5_review_1",
-                              extras={"review": np.full(data.num_interactions, "ok"),
-                                      "summary": np.full(data.num_interactions, "fine")},
-                              template_choice="all")
+  reviews = user_corpus.UserCorpus(data, split, "p5_rating_1,p5_review_1",
+                                   extras={"review": np.full(data.num_interactions, "ok"),
+                                           "summary": np.full(data.num_interactions, "fine")},
+                                   template_choice="all")
   doc = reviews[0]
   _, _, _, interaction = reviews.example(0)
   assert doc.meta["target_text"] == f"{data.ratings[interaction]:g}"

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from recjax import tokenizer as tokenizer_lib
+from recjax.text import tokenizer as tokenizer_lib
 from recjax.data.canonical import InteractionData, Sequences
 from recjax.data.splits import leave_one_out
 from recjax.data.synthetic import make_synthetic
-from recjax.text import item_text, render, templates
+from recjax.text import document, encoding, item_text, templates, user_corpus
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def toy():
 def sp_tokenizer(toy, tmp_path_factory):
   data, _ = toy
   texts = [str(t) for t in data.item_text["title"][1:]] * 3
-  texts += [render.UserCorpus(data, leave_one_out(data), "p5:all,calrec,profile")[i].text
+  texts += [user_corpus.UserCorpus(data, leave_one_out(data), "p5:all,calrec,profile")[i].text
             for i in range(40)]
   path = tokenizer_lib.train_sentencepiece(texts, tmp_path_factory.mktemp("sp") / "toy", 500)
   tok = tokenizer_lib.SentencePieceTokenizer(path)
@@ -106,12 +106,12 @@ def test_template_selection_and_held_out():
 
 
 def test_render_format_spans():
-  items = [render.Entity("Red Pen", "item", "history", 1),
-           render.Entity("Blue Pencil", "item", "history", 2)]
-  text, spans = render.render_format(
+  items = [document.Entity("Red Pen", "item", "history", 1),
+           document.Entity("Blue Pencil", "item", "history", 2)]
+  text, spans = document.render_format(
       "{user} bought {history}.",
-      {"user": [render.Entity("user_7", "user")],
-       "history": render.render_list(items, "{index}. {item}", "; ")})
+      {"user": [document.Entity("user_7", "user")],
+       "history": document.render_list(items, "{index}. {item}", "; ")})
   assert text == "user_7 bought 1. Red Pen; 2. Blue Pencil."
   assert [text[s.start:s.end] for s in spans] == ["user_7", "Red Pen", "Blue Pencil"]
   assert [s.item for s in spans] == [0, 1, 2]
@@ -120,7 +120,7 @@ def test_render_format_spans():
 @pytest.mark.parametrize("spec", ["calrec", "profile", "p5", "p5:held_out"])
 def test_user_corpus_spans_and_eval_prompts(toy, spec):
   data, split = toy
-  corpus = render.UserCorpus(data, split, spec, num_candidates=5, template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, spec, num_candidates=5, template_choice="all")
   seen = set()
   for i in range(len(corpus)):
     doc = corpus[i]
@@ -138,7 +138,7 @@ def test_user_corpus_spans_and_eval_prompts(toy, spec):
       assert target == doc.meta["target_text"]
   assert seen == {t.name for t in corpus.templates}
   if "profile" not in spec:
-    test = render.UserCorpus(data, split, spec, part="test", num_candidates=5)
+    test = user_corpus.UserCorpus(data, split, spec, part="test", num_candidates=5)
     for i in range(len(test)):
       doc = test[i]
       assert doc.target_start == len(doc.text)
@@ -154,7 +154,7 @@ def test_user_corpus_spans_and_eval_prompts(toy, spec):
 
 def test_candidates_and_yes_no(toy):
   data, split = toy
-  corpus = render.UserCorpus(data, split, "p5_direct_2", num_candidates=7, seed=3)
+  corpus = user_corpus.UserCorpus(data, split, "p5_direct_2", num_candidates=7, seed=3)
   for i in range(len(corpus)):
     doc = corpus[i]
     cands = [s.item for s in doc.spans if s.role in ("candidate", "target") and
@@ -162,9 +162,9 @@ def test_candidates_and_yes_no(toy):
     user_items = set(data.sequences[doc.meta["user"]].tolist())
     assert len(cands) == len(set(cands)) == 8 and doc.meta["target_item"] in cands
     assert not (set(cands) - {doc.meta["target_item"]}) & user_items
-  np.testing.assert_equal(corpus[5].text, render.UserCorpus(
+  np.testing.assert_equal(corpus[5].text, user_corpus.UserCorpus(
       data, split, "p5_direct_2", num_candidates=7, seed=3)[5].text)  # deterministic
-  yes_no = render.UserCorpus(data, split, "p5_direct_1")
+  yes_no = user_corpus.UserCorpus(data, split, "p5_direct_1")
   answers = [yes_no[i].meta["target_text"] for i in range(len(yes_no))]
   assert set(answers) == {"yes", "no"}
 
@@ -176,9 +176,9 @@ def test_extras_enable_rating_and_review_families(toy):
             "review": np.array([f"review {i}" for i in range(n)]),
             "summary": np.array([f"summary {i}" for i in range(n)]),
             "explanation": np.array([f"because {i}" for i in range(n)])}
-  plain = render.UserCorpus(data, split, "calrec,rating")
+  plain = user_corpus.UserCorpus(data, split, "calrec,rating")
   assert [t.name for t in plain.templates] == ["calrec"] and "p5_rating_1" in plain.skipped
-  corpus = render.UserCorpus(data, split, "p5:all", extras=extras, template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, "p5:all", extras=extras, template_choice="all")
   assert len(corpus.templates) == len(templates.select("p5:all"))
   for i in range(len(corpus)):
     doc = corpus[i]
@@ -195,10 +195,10 @@ def test_extras_enable_rating_and_review_families(toy):
 def test_token_spans_follow_entities(toy, sp_tokenizer, tok_name):
   data, split = toy
   tok = tokenizer_lib.ByteTokenizer() if tok_name == "byte" else sp_tokenizer
-  corpus = render.UserCorpus(data, split, "profile,calrec,p5_seq_1", template_choice="all")
+  corpus = user_corpus.UserCorpus(data, split, "profile,calrec,p5_seq_1", template_choice="all")
   for i in range(0, len(corpus), 7):
     doc = corpus[i]
-    arrays = render.encode_document(doc, tok)
+    arrays = encoding.encode_document(doc, tok)
     enc = tok.encode(doc.text, add_bos=True, add_eos=True)
     np.testing.assert_array_equal(arrays["tokens"], enc.ids)
     assert arrays["entity_spans"].shape == (len(doc.spans), 2)
@@ -206,7 +206,7 @@ def test_token_spans_follow_entities(toy, sp_tokenizer, tok_name):
       assert b > a
       np.testing.assert_array_equal(arrays["entity_ids"][a:b], k + 1)
       np.testing.assert_array_equal(arrays["entity_positions"][a:b], np.arange(1, b - a + 1))
-      assert arrays["entity_kinds"][a] == render.ENTITY_KINDS[span.kind]
+      assert arrays["entity_kinds"][a] == document.ENTITY_KINDS[span.kind]
       lo, hi = enc.offsets[a, 0], enc.offsets[b - 1, 1]
       assert lo <= span.start and hi >= span.end  # the tokens cover the entity's characters
       covered = doc.text[lo:hi].strip()
@@ -227,9 +227,9 @@ def test_token_budget_keeps_recent_whole_items(toy, budget):
   tok = tokenizer_lib.ByteTokenizer()
   catalogue = item_text.ItemCatalogue.build(data, item_text.ItemTextConfig.short(), tok)
   budget = budget * 4  # bytes
-  corpus = render.UserCorpus(data, split, "calrec", catalogue=catalogue, tokenizer=tok,
-                             max_tokens=budget)
-  free = render.UserCorpus(data, split, "calrec", catalogue=catalogue)
+  corpus = user_corpus.UserCorpus(data, split, "calrec", catalogue=catalogue, tokenizer=tok,
+                                  max_tokens=budget)
+  free = user_corpus.UserCorpus(data, split, "calrec", catalogue=catalogue)
   shortened = 0
   for i in range(len(corpus)):
     doc, full = corpus[i], free[i]
@@ -244,7 +244,7 @@ def test_token_budget_keeps_recent_whole_items(toy, budget):
       # One more item would not have fit: the budget is used fully, from the most recent item.
       longer = corpus.render_example(i, len(hist) + 1)
       assert len(tok.encode(longer.text, add_bos=True, add_eos=True).ids) > budget
-    arrays = render.encode_document(doc, tok)
+    arrays = encoding.encode_document(doc, tok)
     assert arrays["entity_spans"].shape[0] == len(doc.spans)  # whole entities only
   if budget < 400 * 4:
     assert shortened > 0
@@ -252,21 +252,21 @@ def test_token_budget_keeps_recent_whole_items(toy, budget):
 
 def test_item_corpus(toy):
   data, _ = toy
-  corpus = render.ItemCorpus(data, templates="item")
+  corpus = user_corpus.ItemCorpus(data, templates="item")
   assert len(corpus) == data.num_items
   doc = corpus[0]
   assert doc.target_start == 0 and doc.spans[0].item == 1
   assert doc.text[doc.spans[0].start:doc.spans[0].end] == corpus.catalogue.texts[1]
   with pytest.raises(ValueError):
-    render.ItemCorpus(data, templates="calrec")
+    user_corpus.ItemCorpus(data, templates="calrec")
 
 
 def test_min_history_items_floor(toy):
   data, split = toy
   tok = tokenizer_lib.ByteTokenizer()
   for floor in (0, 1, 2):
-    corpus = render.UserCorpus(data, split, "calrec", tokenizer=tok, max_tokens=40,
-                               min_history_items=floor)
+    corpus = user_corpus.UserCorpus(data, split, "calrec", tokenizer=tok, max_tokens=40,
+                                    min_history_items=floor)
     for i in range(len(corpus)):
       doc = corpus[i]
       assert doc.meta["history_items"] == min(floor, doc.meta["available_history_items"])

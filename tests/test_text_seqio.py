@@ -8,10 +8,10 @@ seqio = pytest.importorskip("seqio")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
-from recjax import tokenizer as tokenizer_lib
+from recjax.text import tokenizer as tokenizer_lib
 from recjax.data.splits import leave_one_out
 from recjax.data.synthetic import make_synthetic
-from recjax.text import mixture, pipeline, render, seqio_tasks
+from recjax.text import mixture, pipeline, seqio_tasks, user_corpus
 from tests.datasets import require_data_dir
 
 
@@ -19,20 +19,20 @@ from tests.datasets import require_data_dir
 def setup(tmp_path_factory):
   data = make_synthetic(num_users=40, num_items=120, num_clusters=5, seed=0, max_length=10)
   split = leave_one_out(data)
-  texts = [render.UserCorpus(data, split, "calrec,profile")[i].text for i in range(40)]
+  texts = [user_corpus.UserCorpus(data, split, "calrec,profile")[i].text for i in range(40)]
   model = tokenizer_lib.train_sentencepiece(texts * 3, tmp_path_factory.mktemp("sp") / "m", 400)
   return data, split, seqio_tasks.sentencepiece_vocabulary(str(model)), model
 
 
 def _corpus_factory(data, split, templates):
-  return lambda part: render.UserCorpus(data, split, templates, part=part)
+  return lambda part: user_corpus.UserCorpus(data, split, templates, part=part)
 
 
 def test_task_examples_match_corpus(setup):
   data, split, vocab, model = setup
   task = seqio_tasks.register_corpus_task("recjax_test_calrec",
                                           _corpus_factory(data, split, "calrec"), vocab)
-  corpus = render.UserCorpus(data, split, "calrec")
+  corpus = user_corpus.UserCorpus(data, split, "calrec")
   ds = task.get_dataset({"inputs": 512, "targets": 64}, split="train", shuffle=False)
   examples = list(ds.as_numpy_iterator())
   assert len(examples) == len(corpus)
@@ -96,9 +96,9 @@ def test_mixture_yields_the_grain_path_examples(setup):
   data, split, vocab, model = setup
   ours = tokenizer_lib.SentencePieceTokenizer(model)
   seed = 3
-  domains = [mixture.Domain("Shop A", render.UserCorpus(data, split, "calrec", targets="all"),
+  domains = [mixture.Domain("Shop A", user_corpus.UserCorpus(data, split, "calrec", targets="all"),
                             0.7),
-             mixture.Domain("Shop B", render.UserCorpus(data, split, "profile"), 0.3)]
+             mixture.Domain("Shop B", user_corpus.UserCorpus(data, split, "profile"), 0.3)]
   mix = mixture.Mixture(domains, length=120, seed=seed)
   config = pipeline.PipelineConfig(seq_len=1024, batch_size=1, pack=False, seed=seed,
                                    num_epochs=1, add_bos=False)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from recjax import tokenizer as tokenizer_lib
+from recjax.text import tokenizer as tokenizer_lib
 from recjax.data.synthetic import make_synthetic
 from tests.datasets import require_data_dir
 
@@ -144,7 +144,7 @@ def test_cli_train_on_real_dataset(tmp_path):
   root = require_data_dir("amazon_office")
   out = tmp_path / "office_sp"
   proc = subprocess.run(
-      [sys.executable, "-m", "recjax.tokenizer", "train", "--dataset=amazon_office",
+      [sys.executable, "-m", "recjax.text", "tokenizer", "train", "--dataset=amazon_office",
        f"--data_dir={root}", "--corpus=items", "--vocab_size=600",
        "--max_history_items=5", f"--output={out}"],
       capture_output=True, text=True, timeout=240, check=False)
@@ -156,7 +156,7 @@ def test_cli_train_on_real_dataset(tmp_path):
   tok = tokenizer_lib.load_tokenizer(out.with_suffix(".model"))
   enc = tok.encode("HP 564 Inkjet Cartridges; Brand: HP")
   assert len(enc.ids) < 20 and tok.decode(enc.ids) == "HP 564 Inkjet Cartridges; Brand: HP"
-  info = subprocess.run([sys.executable, "-m", "recjax.tokenizer", "info",
+  info = subprocess.run([sys.executable, "-m", "recjax.text", "tokenizer", "info",
                          f"--tokenizer={out.with_suffix('.model')}", "--semantic_codes=8",
                          "--text=a [MASK] REC3"], capture_output=True, text=True, check=True)
   assert "with special tokens: 617" in info.stdout

@@ -490,7 +490,7 @@ def load_hf_checkpoint(path: str,
 
   A `cfg.vocab_size` above the checkpoint's grows the embedding (and untied
   output) table: each new row is the mean of the checkpoint's rows plus small
-  noise (`recjax.tokenizer.resize_embedding_table`), e.g. for added special
+  noise (`recjax.text.tokenizer.resize_embedding_table`), e.g. for added special
   tokens.
 
   Returns:
@@ -548,7 +548,7 @@ def _grow_vocab(table: np.ndarray, vocab_size: int, axis: int) -> np.ndarray:
   """`table` with its vocabulary `axis` grown to `vocab_size` (never shrunk)."""
   if table.shape[axis] >= vocab_size:
     return table
-  from recjax import tokenizer  # pylint: disable=g-import-not-at-top
+  from recjax.text import tokenizer  # pylint: disable=g-import-not-at-top
   grown = tokenizer.resize_embedding_table(np.moveaxis(table, axis, 0), vocab_size)
   return np.ascontiguousarray(np.moveaxis(grown, 0, axis))
 

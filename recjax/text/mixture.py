@@ -18,8 +18,9 @@ import numpy as np
 
 from recjax.data.canonical import InteractionData
 from recjax.data.splits import Split
-from recjax.text import render
 from recjax.text import templates as templates_lib
+from recjax.text.document import Document
+from recjax.text.user_corpus import UserCorpus
 from recjax.text.item_text import ItemCatalogue, ItemTextConfig
 
 
@@ -28,7 +29,7 @@ class Domain:
   """One component of a mixture: its training corpus, rate and tag, and what evaluation needs."""
 
   name: str  # tag rendered as {domain} and reported in meta["domain"]
-  corpus: Sequence[render.Document]  # training documents (UserCorpus, ItemCorpus, ...)
+  corpus: Sequence[Document]  # training documents (UserCorpus, ItemCorpus, ...)
   rate: float = 1.0
   data: InteractionData | None = None
   split: Split | None = None
@@ -36,7 +37,7 @@ class Domain:
   corpus_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def eval_corpus(self, part: str = "test", templates: str | None = None,
-                  **kwargs) -> render.UserCorpus:
+                  **kwargs) -> UserCorpus:
     """Evaluation prompts of this domain (own catalogue, own users)."""
     if self.data is None or self.split is None:
       raise ValueError(f"domain {self.name!r} was built without data/split")
@@ -44,8 +45,8 @@ class Domain:
     args.update(kwargs)
     if templates is not None:
       args["templates"] = templates
-    return render.UserCorpus(self.data, self.split, part=part, catalogue=self.catalogue,
-                             domain=self.name, **args)
+    return UserCorpus(self.data, self.split, part=part, catalogue=self.catalogue,
+                      domain=self.name, **args)
 
 
 class Mixture:
@@ -89,7 +90,7 @@ class Mixture:
   def __len__(self) -> int:
     return len(self._domain)
 
-  def __getitem__(self, index: int) -> render.Document:
+  def __getitem__(self, index: int) -> Document:
     d = int(self._domain[index])
     doc = self.domains[d].corpus[int(self._index[index])]
     doc.meta = dict(doc.meta, domain=self.domains[d].name, domain_id=d)
@@ -108,13 +109,15 @@ class Mixture:
 
 def build_mixture(specs: Sequence[Mapping[str, Any]], root: str, *,
                   templates: str = "calrec", split: str = "leave_one_out",
+                  split_kwargs: Mapping[str, Any] | None = None,
                   item_config: ItemTextConfig | None = None, tokenizer=None,
                   length: int | None = None, seed: int = 0, **corpus_kwargs) -> Mixture:
   """Loads each dataset, splits it and builds its training UserCorpus, then mixes them.
 
   `specs`: one mapping per domain with "dataset" (a `load_dataset` spec, e.g.
   {"name": "amazon_office"}), optional "rate" (default 1.0) and "tag" (default: a readable name,
-  see templates.DOMAIN_NAMES). Other keyword arguments go to every `UserCorpus`.
+  see templates.DOMAIN_NAMES). `split_kwargs` go to `splits.make_split` (a temporal split's
+  `valid_fraction` / `test_fraction`). Other keyword arguments go to every `UserCorpus`.
   """
   # pylint: disable=g-import-not-at-top
   from recjax.data import registry
@@ -124,12 +127,12 @@ def build_mixture(specs: Sequence[Mapping[str, Any]], root: str, *,
   for spec in specs:
     dataset = dict(spec["dataset"])
     data = registry.load_dataset(dataset, root)
-    data_split = splits_lib.make_split(data, split)
+    data_split = splits_lib.make_split(data, split, **dict(split_kwargs or {}))
     tag = spec.get("tag") or templates_lib.DOMAIN_NAMES.get(dataset["name"], dataset["name"])
     catalogue = ItemCatalogue.build(data, item_config or ItemTextConfig(), tokenizer)
     kwargs = dict(corpus_kwargs, templates=templates, tokenizer=tokenizer, seed=seed)
-    corpus = render.UserCorpus(data, data_split, part="train", catalogue=catalogue, domain=tag,
-                               **kwargs)
+    corpus = UserCorpus(data, data_split, part="train", catalogue=catalogue, domain=tag,
+                        **kwargs)
     domains.append(Domain(tag, corpus, float(spec.get("rate", 1.0)), data, data_split,
                           catalogue, kwargs))
   return Mixture(domains, length=length, seed=seed)

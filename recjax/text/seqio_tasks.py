@@ -1,7 +1,8 @@
 """The recjax text corpora as SeqIO tasks and mixtures (for T5X-style training and evaluation).
 
 Needs the `seqio` extra (`pip install -e .[seqio]`: TensorFlow, ~2 GB); nothing else in recjax
-imports this module. Example, from a SentencePiece model trained by `python -m recjax.tokenizer`:
+imports this module. Example, from a SentencePiece model trained by
+`python -m recjax.text tokenizer train`:
 
     from recjax.text import seqio_tasks
     vocab = seqio_tasks.sentencepiece_vocabulary("/tmp/office_sp.model")
@@ -26,8 +27,9 @@ from typing import Any, Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from recjax import metrics
-from recjax.text import render
+from recjax.eval import metrics
+from recjax.text.document import Document
+from recjax.text.user_corpus import UserCorpus
 
 SPLIT_TO_PART = {"train": "train", "validation": "valid", "test": "test"}
 
@@ -37,7 +39,7 @@ def sentencepiece_vocabulary(model_path: str) -> seqio.Vocabulary:
   return seqio.SentencePieceVocabulary(model_path)
 
 
-def document_example(doc: render.Document) -> dict[str, Any]:
+def document_example(doc: Document) -> dict[str, Any]:
   """The SeqIO example of a recjax Document."""
   if doc.target_start == len(doc.text):  # evaluation prompt: the answer is held out
     inputs, targets = doc.text, doc.meta.get("target_text", "")
@@ -53,7 +55,7 @@ _SIGNATURE = {"inputs": tf.TensorSpec((), tf.string), "targets": tf.TensorSpec((
               "target_item": tf.TensorSpec((), tf.int64)}
 
 
-def corpus_source(make_corpus: Callable[[str], Sequence[render.Document]],
+def corpus_source(make_corpus: Callable[[str], Sequence[Document]],
                   splits: Sequence[str] = ("train", "validation", "test")
                   ) -> seqio.FunctionDataSource:
   """A SeqIO source whose split `s` is `make_corpus(part)` (part: train, valid or test).
@@ -61,7 +63,7 @@ def corpus_source(make_corpus: Callable[[str], Sequence[render.Document]],
   The corpus is built lazily on first use and its documents are read in order; `shuffle_files`
   is ignored (SeqIO shuffles examples downstream).
   """
-  cache: dict[str, Sequence[render.Document]] = {}
+  cache: dict[str, Sequence[Document]] = {}
 
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
     del shuffle_files, seed
@@ -79,7 +81,7 @@ def corpus_source(make_corpus: Callable[[str], Sequence[render.Document]],
   return seqio.FunctionDataSource(dataset_fn, splits=list(splits))
 
 
-def register_corpus_task(name: str, make_corpus: Callable[[str], Sequence[render.Document]],
+def register_corpus_task(name: str, make_corpus: Callable[[str], Sequence[Document]],
                          vocabulary: seqio.Vocabulary,
                          splits: Sequence[str] = ("train", "validation", "test"),
                          metric_fns: Sequence[Callable[..., Any]] | None = None) -> seqio.Task:
@@ -125,8 +127,8 @@ def register_dataset_task(name: str, dataset: Mapping[str, Any], root: str | Non
       state["data"], state["split"] = data, splits_lib.make_split(data, split)
       state["catalogue"] = item_text.ItemCatalogue.build(data)
     domain = templates_lib.DOMAIN_NAMES.get(dataset.get("name", ""), state["data"].name)
-    return render.UserCorpus(state["data"], state["split"], templates, part=part,
-                             catalogue=state["catalogue"], domain=domain, **corpus_kwargs)
+    return UserCorpus(state["data"], state["split"], templates, part=part,
+                      catalogue=state["catalogue"], domain=domain, **corpus_kwargs)
 
   return register_corpus_task(name, make_corpus, vocabulary)
 

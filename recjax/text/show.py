@@ -1,17 +1,28 @@
 """Inspect a text corpus: sample prompts with entity spans marked, and corpus statistics.
 
-    python -m recjax.data show --config=configs/calrec.py --num_samples=3
-    python -m recjax.data show --dataset=amazon_office --templates=p5 --tokenizer=byte
+    python -m recjax.text show --config=configs/lm.py --num_samples=3 [--workdir=DIR]
+    python -m recjax.text show --dataset=amazon_office --templates=p5 --tokenizer=byte
 
 Entities are shown as ⟦...⟧ and the target (where the loss is) follows a "▶" mark. Statistics:
 examples, tokens, a histogram of document lengths, the share of documents longer than
 `seq_len` (the pipeline truncates those), and the share of histories shortened by the budget.
+
+Token statistics use the tokenizer training would use: the `tokenizer.json` of a Hugging Face
+directory in `init_from.path` (or `model.hf_checkpoint`); with `lm.tokenizer_vocab_size > 0`
+the SentencePiece model the lm task trains into its workdir, read from `--workdir` when that run
+has one, else trained here the same way into `--tokenizer_cache` (reused next time); otherwise
+`text.tokenizer`. `--tokenizer=NAME` overrides all of these. The first output line names the
+one used.
 """
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import os
+import pathlib
 import sys
+import tempfile
 from typing import Sequence
 
 from absl import flags
@@ -19,7 +30,11 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from recjax.text import encoding
 from recjax.text import pipeline
+
+# The file the lm task trains its SentencePiece model into (recjax/tasks/lm.py TOKENIZER_FILE).
+WORKDIR_TOKENIZER = "tokenizer.model"
 
 
 def _flag_values(argv: list[str]) -> flags.FlagValues:
@@ -31,7 +46,13 @@ def _flag_values(argv: list[str]) -> flags.FlagValues:
   flags.DEFINE_string("data_dir", os.environ.get("RECJAX_DATA_DIR", ""), "Data root.",
                       flag_values=fv)
   flags.DEFINE_string("templates", "", "Override config.text.templates.", flag_values=fv)
-  flags.DEFINE_string("tokenizer", "", "Override config.text.tokenizer.", flag_values=fv)
+  flags.DEFINE_string("tokenizer", "", "Tokenizer of the statistics ('byte', a .model, a "
+                      "tokenizer.json); default: the one training would use.", flag_values=fv)
+  flags.DEFINE_string("workdir", "", "A recjax.main workdir whose trained tokenizer.model to "
+                      "use (configs with lm.tokenizer_vocab_size > 0).", flag_values=fv)
+  flags.DEFINE_string("tokenizer_cache",
+                      os.environ.get("RECJAX_CACHE_DIR", "~/.cache/recjax") + "/tokenizers",
+                      "Where a tokenizer trained for the statistics is kept.", flag_values=fv)
   flags.DEFINE_string("part", "train", "train | valid | test.", flag_values=fv)
   flags.DEFINE_integer("num_samples", 3, "Rendered examples to print.", flag_values=fv)
   flags.DEFINE_integer("max_examples", 2000, "Examples the statistics read (0: all).",
@@ -58,9 +79,56 @@ def config_from_flags(fv: flags.FlagValues) -> ml_collections.ConfigDict:
     config.data.root = fv.data_dir
   if fv.templates:
     config.text.templates = fv.templates
-  if fv.tokenizer:
-    config.text.tokenizer = fv.tokenizer
   return config
+
+
+def resolve_tokenizer(config: ml_collections.ConfigDict, tokenizer: str = "",
+                      workdir: str = "", cache_dir: str = "") -> tuple[str, str]:
+  """(tokenizer path or "byte", where it comes from) as training with `config` would use it.
+
+  Sets `config.text.tokenizer` to the path. May train a SentencePiece model into `cache_dir`.
+  """
+  lm = config.get("lm", {})
+  # A Hugging Face directory to start from (init_from.path, or its older alias) brings its own.
+  hf_dir = config.get("model", {}).get("hf_checkpoint", "")
+  init_path = str(config.get("init_from", {}).get("path", "") or "")
+  if not hf_dir and init_path and os.path.isfile(os.path.join(init_path, "tokenizer.json")):
+    hf_dir = init_path
+  vocab = int(lm.get("tokenizer_vocab_size", 0)) if lm else 0
+  if tokenizer:
+    config.text.tokenizer, source = tokenizer, "--tokenizer"
+  elif hf_dir:
+    config.text.tokenizer = os.path.join(hf_dir, "tokenizer.json")
+    source = "the Hugging Face checkpoint's tokenizer, as training uses"
+  elif vocab > 0 and workdir and (pathlib.Path(workdir) / WORKDIR_TOKENIZER).is_file():
+    config.text.tokenizer = str(pathlib.Path(workdir) / WORKDIR_TOKENIZER)
+    source = "the workdir's trained SentencePiece model, as training uses"
+  elif vocab > 0:
+    path = _cached_tokenizer(config, cache_dir)
+    config.text.tokenizer = str(path)
+    source = (f"the SentencePiece model of lm.tokenizer_vocab_size={vocab}, trained as "
+              "recjax.main trains it and cached; --workdir=DIR reads a run's own")
+  else:
+    source = "config.text.tokenizer, as training uses"
+  return str(config.text.tokenizer), source
+
+
+def _cached_tokenizer(config: ml_collections.ConfigDict, cache_dir: str) -> pathlib.Path:
+  """The model `pipeline.train_tokenizer` makes for `config`, trained once per distinct input."""
+  lm = config.lm
+  key = json.dumps({"data": config.data.to_dict(), "text": config.text.to_dict(),
+                    "seed": config.get("seed", 0), "text_file": lm.get("text_file", ""),
+                    "vocab": int(lm.tokenizer_vocab_size),
+                    "max_documents": int(lm.get("tokenizer_max_documents", 0))},
+                   sort_keys=True, default=str)
+  name = f"sp_{hashlib.sha256(key.encode()).hexdigest()[:16]}.model"
+  path = pathlib.Path(cache_dir or "~/.cache/recjax/tokenizers").expanduser() / name
+  if not path.is_file():
+    print(f"training the tokenizer training would use into {path} (once) ...", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # concurrent shows: no torn file
+      os.replace(pipeline.train_tokenizer(config, pathlib.Path(tmp) / name), path)
+  return path
 
 
 def corpus_stats(corpus, tokenizer, seq_len: int, max_examples: int = 0,
@@ -74,7 +142,7 @@ def corpus_stats(corpus, tokenizer, seq_len: int, max_examples: int = 0,
   templates = collections.Counter()
   for i in idx:
     doc = corpus[int(i)]
-    arrays = pipeline.render.encode_document(doc, tokenizer)
+    arrays = encoding.encode_document(doc, tokenizer)
     lengths.append(len(arrays["tokens"]))
     target_tokens.append(int(arrays["loss_mask"].sum()))
     entities.append(len(doc.spans))
@@ -120,14 +188,21 @@ def format_doc(doc) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
   """Prints sample documents and statistics; `argv` as in sys.argv (non-flag words ignored)."""
   argv = list(sys.argv if argv is None else argv)
-  argv = [argv[0] if argv else "show"] + [a for a in argv[1:] if a.startswith("-")]
+  prog = argv[0] if argv else "show"
+  argv = [prog] + [a for a in argv[1:] if a.startswith("-")]
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+    print(f"usage: {prog} [--config=FILE[:ARG] [--config.KEY=VALUE ...] | --dataset=NAME] "
+          "[flags]\n" + __doc__)
+    print(_flag_values([prog]).get_help(include_special_flags=False))
+    return 0
   fv = _flag_values(argv)
   fv(argv)
   config = config_from_flags(fv)
+  name, source = resolve_tokenizer(config, fv.tokenizer, fv.workdir, fv.tokenizer_cache)
   tokenizer = pipeline.build_tokenizer(config.text)
+  print(f"tokenizer of the statistics: {name} (vocab {tokenizer.vocab_size:,}): {source}")
   corpus = pipeline.build_corpus(config, part=fv.part, tokenizer=tokenizer)
-  print(f"corpus: {type(corpus).__name__}, {len(corpus):,} documents, tokenizer "
-        f"{config.text.tokenizer} (vocab {tokenizer.vocab_size:,})")
+  print(f"corpus: {type(corpus).__name__}, {len(corpus):,} documents")
   if hasattr(corpus, "describe"):
     print(corpus.describe())
   if getattr(corpus, "skipped", None):

@@ -4,7 +4,7 @@ A template is a pair of `str.format` strings: `prompt` (what the model reads) an
 it must write; loss is on the target only). A template with an empty target is a plain document
 (loss on every token), used for continual pre-training and GLM blank infilling.
 
-Fields a template may use (all item and user mentions become entity spans, see render.py):
+Fields a template may use (all item and user mentions become entity spans, see document.py):
   {user}        the user: "user_<raw id>" plus "(<feature>: <value>, ...)" when the dataset has
                 user features; the id and each feature value are entities
   {history}     the user's items, oldest first, each written with `list_item` and joined with

@@ -1,211 +1,26 @@
-"""User histories, prompts and items rendered as text with entity spans.
+"""Corpora rendered from interaction data by templates: users (`UserCorpus`), items (`ItemCorpus`).
 
-A `Document` is text plus the character span of every entity in it: each item mention, the user
-id and each user-feature value. `encode_document` maps the spans to tokens through the
-tokenizer's offsets, so objectives can mask whole entities (GLM) and number positions inside them
-(RecSysLLM's intra-entity positions), and pool over history or target tokens (CALRec).
-
-Corpora are random-access (len + getitem), deterministic for a seed, and therefore usable
-directly as Grain `MapDataset` sources:
+Corpora are random-access (len + getitem returning a `recjax.text.document.Document`),
+deterministic for a seed, and therefore usable directly as Grain `MapDataset` sources:
 - `UserCorpus`: one example per (user, target position) of a split part, rendered by templates.
   Training examples are built from `Split.train` only: the history is the training prefix before
   the target and the target is in the prefix, so validation/test targets never appear.
 - `ItemCorpus`: one document per catalogue item.
+Mixtures of several such corpora are in recjax.text.mixture.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
-import string
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from recjax.data.canonical import InteractionData
 from recjax.data.splits import Split
 from recjax.text import templates as templates_lib
+from recjax.text.document import (Document, Entity, Piece, render_format, render_list,
+                                  render_template)
 from recjax.text.item_text import ItemCatalogue, ItemTextConfig
-
-# Entity kinds and their integer codes in `entity_kinds` (0 = not in an entity).
-ENTITY_KINDS = {"item": 1, "user": 2, "user_feature": 3}
-
-
-@dataclasses.dataclass(frozen=True)
-class Entity:
-  """A group of characters that objectives treat as one unit."""
-
-  text: str
-  kind: str  # a key of ENTITY_KINDS
-  role: str = ""  # items: "history", "target", "candidate"
-  item: int = 0  # internal item id for item mentions
-  name: str = ""  # feature name for user features
-
-
-@dataclasses.dataclass(frozen=True)
-class Span:
-  """Where an entity sits in a document's text: characters [start, end)."""
-
-  start: int
-  end: int
-  kind: str
-  role: str = ""
-  item: int = 0
-  name: str = ""
-
-
-@dataclasses.dataclass
-class Document:
-  """Rendered text; loss applies to characters from `target_start` on.
-
-  `target_start == 0`: a plain document (loss everywhere). Evaluation prompts have
-  `target_start == len(text)` and the held-out answer in `meta["target_item"]`/`["target_text"]`.
-  """
-
-  text: str
-  spans: tuple[Span, ...]
-  target_start: int
-  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-  # The tokenizer's Encoding of `text` and the (add_bos, add_eos) it was made with, when the
-  # corpus already computed it (token budgets); `encode_document` reuses it.
-  encoding: Any = None
-  encoding_flags: tuple[bool, bool] | None = None
-
-  def marked(self, left: str = "⟦", right: str = "⟧") -> str:
-    """The text with every entity bracketed, for inspection."""
-    out, pos = [], 0
-    for s in self.spans:
-      out += [self.text[pos:s.start], left, self.text[s.start:s.end], right]
-      pos = s.end
-    out.append(self.text[pos:])
-    return "".join(out)
-
-
-Piece = str | Entity
-
-
-def render_format(fmt: str, fields: Mapping[str, Piece | Sequence[Piece]],
-                  offset: int = 0) -> tuple[str, list[Span]]:
-  """Formats `fmt` whose fields are strings, entities or lists of both; records entity spans.
-
-  Spans are relative to a text that starts at character `offset`.
-  """
-  out: list[str] = []
-  spans: list[Span] = []
-  pos = offset
-  for literal, name, _, _ in string.Formatter().parse(fmt):
-    out.append(literal)
-    pos += len(literal)
-    if name is None:
-      continue
-    if name not in fields:
-      raise KeyError(f"template field {{{name}}} has no value (template: {fmt!r})")
-    value = fields[name]
-    for piece in (value if isinstance(value, (list, tuple)) else [value]):
-      if isinstance(piece, Entity):
-        spans.append(Span(pos, pos + len(piece.text), piece.kind, piece.role, piece.item,
-                          piece.name))
-        text = piece.text
-      else:
-        text = str(piece)
-      out.append(text)
-      pos += len(text)
-  return "".join(out), spans
-
-
-def render_list(entities: Sequence[Entity], item_fmt: str, sep: str) -> list[Piece]:
-  """Pieces of a list of entities, each written with `item_fmt` ({index}, {item})."""
-  pieces: list[Piece] = []
-  for index, entity in enumerate(entities, start=1):
-    if index > 1:
-      pieces.append(sep)
-    for literal, name, _, _ in string.Formatter().parse(item_fmt):
-      if literal:
-        pieces.append(literal)
-      if name == "item":
-        pieces.append(entity)
-      elif name == "index":
-        pieces.append(str(index))
-      elif name is not None:
-        raise KeyError(f"list item field {{{name}}} unknown (use {{item}} and {{index}})")
-  return pieces
-
-
-def render_template(template: templates_lib.Template,
-                    fields: Mapping[str, Piece | Sequence[Piece]],
-                    with_target: bool = True) -> Document:
-  """Renders prompt (+ target) of `template`; the target's characters start at `target_start`."""
-  prompt, spans = render_format(template.prompt, fields)
-  if not template.has_target:
-    return Document(prompt, tuple(spans), 0)
-  if not with_target:
-    return Document(prompt, tuple(spans), len(prompt))
-  target, target_spans = render_format(template.target, fields, offset=len(prompt))
-  return Document(prompt + target, tuple(spans + target_spans), len(prompt))
-
-
-# ------------------------------------------------------------------------------------------------
-# Tokens.
-
-
-def encode_document(doc: Document, tokenizer, add_bos: bool = True,
-                    add_eos: bool = True) -> dict[str, np.ndarray]:
-  """Token-level arrays of a document.
-
-  Returns:
-    tokens: int32 [n].
-    loss_mask: int32 [n], 1 on tokens overlapping the target (and on EOS when there is a
-      target); all 1 except BOS for plain documents.
-    entity_ids: int32 [n], k (1-based, in text order) inside the k-th entity, else 0.
-    entity_positions: int32 [n], 1..len inside an entity, else 0 (intra-entity position).
-    entity_kinds: int32 [n], ENTITY_KINDS code of the entity, else 0.
-    entity_spans: int32 [num_entities, 2], token [start, end) of each entity.
-  """
-  enc = doc.encoding
-  if enc is None or doc.encoding_flags != (add_bos, add_eos):
-    enc = tokenizer.encode(doc.text, add_bos=add_bos, add_eos=add_eos)
-  ids, offsets = enc.ids, enc.offsets
-  n = len(ids)
-  starts, ends = offsets[:, 0], offsets[:, 1]
-  has_target = doc.target_start < len(doc.text)
-  loss = (ends > doc.target_start) if has_target else np.zeros(n, bool)
-  if has_target and add_eos and n:
-    loss[-1] = True
-  if add_bos and n:
-    loss[0] = False
-  entity_ids = np.zeros(n, np.int32)
-  entity_positions = np.zeros(n, np.int32)
-  entity_kinds = np.zeros(n, np.int32)
-  token_spans = np.zeros((len(doc.spans), 2), np.int32)
-  if doc.spans:
-    span_starts = np.array([s.start for s in doc.spans])
-    span_ends = np.array([s.end for s in doc.spans])
-    # Token t overlaps [s, e) iff ends[t] > s and starts[t] < e. Zero-width tokens (BOS/EOS)
-    # never belong to an entity.
-    real = ends > starts
-    ends_real = np.where(real, ends, -1)
-    first = np.searchsorted(np.maximum.accumulate(ends_real), span_starts, side="right")
-    last = np.searchsorted(starts, span_ends, side="left")
-    prev_end = 0
-    for k, (a, b) in enumerate(zip(first.tolist(), last.tolist())):
-      a = max(a, prev_end)  # a token straddling two entities belongs to the first
-      b = max(a, b)
-      token_spans[k] = (a, b)
-      entity_ids[a:b] = k + 1
-      entity_positions[a:b] = np.arange(1, b - a + 1)
-      entity_kinds[a:b] = ENTITY_KINDS[doc.spans[k].kind]
-      prev_end = b
-  return {
-      "tokens": ids.astype(np.int32),
-      "loss_mask": loss.astype(np.int32),
-      "entity_ids": entity_ids,
-      "entity_positions": entity_positions,
-      "entity_kinds": entity_kinds,
-      "entity_spans": token_spans,
-  }
-
-
-# ------------------------------------------------------------------------------------------------
-# Corpora.
 
 
 def _user_pieces(data: InteractionData, user: int, with_features: bool) -> list[Piece]:
@@ -218,7 +33,6 @@ def _user_pieces(data: InteractionData, user: int, with_features: bool) -> list[
       pieces += [f"{name}: ", Entity(str(column[user]), "user_feature", name=name)]
     pieces.append(")")
   return pieces
-
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

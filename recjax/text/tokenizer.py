@@ -1,28 +1,26 @@
 """Tokenizers behind one interface: SentencePiece (trained by recjax), HF `tokenizer.json`, bytes.
 
 Every tokenizer encodes text to ids *with character offsets*, so entity spans recorded in
-characters (recjax.text.render) map to token spans. Special tokens (mask kinds, sop/eop, entity
-markers, semantic-ID tokens) come from one registry, `SpecialTokens`, and are added on top of any
-backend: a token the backend already has keeps its id, every other one gets the next free id.
-The model side then grows its embedding table with `resize_embedding_table`.
+characters (recjax.text.document) map to token spans (recjax.text.encoding). Special tokens
+(mask kinds, sop/eop, entity markers, semantic-ID tokens) come from one registry,
+`SpecialTokens`, and are added on top of any backend: a token the backend already has keeps its
+id, every other one gets the next free id. The model side then grows its embedding table with
+`resize_embedding_table`.
 
-CLI:
-  python -m recjax.tokenizer train --dataset=amazon_office --vocab_size=8000 \
+Train and inspect tokenizers from the command line (recjax/text/__main__.py):
+  python -m recjax.text tokenizer train --dataset=amazon_office --vocab_size=8000 \
       --output=/tmp/office_sp            # writes /tmp/office_sp.model and /tmp/office_sp.json
-  python -m recjax.tokenizer info --tokenizer=/tmp/office_sp.model --semantic_codes=256
+  python -m recjax.text tokenizer info --tokenizer=/tmp/office_sp.model --semantic_codes=256
 """
 from __future__ import annotations
 
 import abc
-import argparse
 import dataclasses
 import io
 import itertools
-import json
 import os
 import pathlib
 import re
-import sys
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -468,89 +466,3 @@ def resize_embedding_table(table: np.ndarray, new_size: int,
   std = work.std(axis=0) if old_size > 1 else np.ones_like(mean)
   extra = mean + rng.standard_normal((new_size - old_size,) + table.shape[1:]) * std * noise_scale
   return np.concatenate([table, extra.astype(table.dtype)], axis=0)
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI.
-
-
-def _training_texts(dataset: str, data_dir: str, corpora: Sequence[str],
-                    max_history_items: int) -> Iterable[str]:
-  """Texts of the named corpora of one dataset, from the training split only."""
-  # pylint: disable=g-import-not-at-top
-  from recjax.data import registry
-  from recjax.data import splits
-  from recjax.text import item_text
-  from recjax.text import render
-  # pylint: enable=g-import-not-at-top
-  data = registry.load_dataset({"name": dataset}, data_dir)
-  catalogue = item_text.ItemCatalogue.build(data, item_text.ItemTextConfig.full())
-  if "items" in corpora:
-    yield from catalogue.texts[1:]
-  split = splits.leave_one_out(data)
-  for name in corpora:
-    if name == "items":
-      continue
-    corpus = render.UserCorpus(data, split, templates=name, part="train", targets="last",
-                               max_history_items=max_history_items)
-    for i in range(len(corpus)):
-      yield corpus[i].text
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """Entry point of `python -m recjax.tokenizer`."""
-  parser = argparse.ArgumentParser(prog="python -m recjax.tokenizer", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True)
-  train = sub.add_parser("train", help="train a SentencePiece model on a recjax text corpus")
-  train.add_argument("--dataset", required=True, action="append",
-                     help="dataset name (repeat for several), e.g. amazon_office")
-  train.add_argument("--data_dir", default=os.environ.get("RECJAX_DATA_DIR", ""),
-                     help="root of the datasets (default: $RECJAX_DATA_DIR)")
-  train.add_argument("--corpus", default="items,calrec",
-                     help="comma list of 'items' and template families/names (default: "
-                          "items,calrec)")
-  train.add_argument("--vocab_size", type=int, default=8000)
-  train.add_argument("--model_type", default="unigram", choices=["unigram", "bpe"])
-  train.add_argument("--max_history_items", type=int, default=20)
-  train.add_argument("--output", required=True, help="output prefix; writes <output>.model")
-  info = sub.add_parser("info", help="print vocabulary size and special-token ids")
-  info.add_argument("--tokenizer", required=True, help="'byte', a .model or a tokenizer.json")
-  info.add_argument("--semantic_codes", type=int, default=0)
-  info.add_argument("--text", default="", help="optional text to encode")
-  args = parser.parse_args(argv)
-
-  if args.command == "train":
-    if not args.data_dir:
-      parser.error("--data_dir (or $RECJAX_DATA_DIR) is required")
-    corpora = [c for c in args.corpus.split(",") if c]
-    texts = (t for name in args.dataset
-             for t in _training_texts(name, args.data_dir, corpora, args.max_history_items))
-    path = train_sentencepiece(texts, args.output, args.vocab_size, model_type=args.model_type)
-    tok = SentencePieceTokenizer(path)
-    base = tok.vocab_size
-    total = tok.add_special_tokens(SpecialTokens())
-    meta = {"model": str(path), "datasets": args.dataset, "corpora": corpora,
-            "requested_vocab_size": args.vocab_size, "vocab_size": base,
-            "vocab_size_with_special_tokens": total, "model_type": args.model_type}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(json.dumps(meta, indent=2))
-    return 0
-
-  tok = load_tokenizer(args.tokenizer)
-  base = tok.vocab_size
-  total = tok.add_special_tokens(SpecialTokens(num_semantic_codes=args.semantic_codes))
-  print(f"tokenizer: {args.tokenizer}\nbase vocab size: {base}\nwith special tokens: {total}")
-  print(f"pad {tok.pad_id}  bos {tok.bos_id}  eos {tok.eos_id}  unk {tok.unk_id}")
-  for token, token_id in list(tok.special_tokens.items())[:12]:
-    print(f"  {token!r}: {token_id}")
-  if args.text:
-    enc = tok.encode(args.text)
-    print("ids:", enc.ids.tolist())
-    print("offsets:", enc.offsets.tolist())
-    print("decoded:", tok.decode(enc.ids))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
