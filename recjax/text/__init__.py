@@ -10,6 +10,7 @@ Modules, in data-flow order:
   tokenizer    tokenizers with character offsets (SentencePiece, HF, bytes), special tokens
   encoding     documents -> token arrays: loss mask, entity ids/positions/kinds, token spans
   transforms   per-objective transform chains between encoding and packing (text.objective)
+  infilling    GLM blank infilling (objective "glm"): entity-aware masks, Part A/B, 2D positions
   pipeline     Grain pipelines: tokenize, transform, pack, shard per host, checkpointable
   show         `python -m recjax.text show`: sample prompts and corpus statistics
   seqio_tasks  the same corpora as SeqIO tasks/mixtures (needs the `seqio` extra)

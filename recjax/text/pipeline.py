@@ -16,10 +16,13 @@ Every batch is a dict of int32 arrays [batch, seq_len]:
   entity_positions  1..n inside an entity (intra-entity position), 0 elsewhere
   entity_kinds      document.ENTITY_KINDS code, 0 outside entities
   domain_ids        the document's domain (mixture index; 0 for a single corpus)
-plus, with `target_len > 0` (CALRec's item tower), `target_tokens`, `target_segment_ids` and
-`target_positions` [batch, target_len]: the target item's text alone, packed in the same row and
-under the same segment id as the document it belongs to; and, with `max_entities > 0`, the
-entities as spans, [batch, max_entities] (slot j of a row):
+plus the per-token features the objective's chain adds: objective "glm" (recjax.text.infilling)
+`targets` (what each token predicts; loss_mask then marks Part B), `prefix_mask` (Part A),
+`inter_positions` and `intra_positions` (2D positions); and, with `target_len > 0` (CALRec's
+item tower), `target_tokens`, `target_segment_ids` and `target_positions` [batch, target_len]:
+the target item's text alone, packed in the same row and under the same segment id as the
+document it belongs to; and, with `max_entities > 0`, the entities as spans,
+[batch, max_entities] (slot j of a row):
   entity_spans            [batch, max_entities, 2] token [start, end) in the row
   entity_span_segment_ids segment of the document the entity is in; 0 on an empty slot
   entity_span_kinds / entity_span_items / entity_span_roles  kind code, item id, role code
@@ -45,6 +48,7 @@ import numpy as np
 
 from recjax.text import document
 from recjax.text import encoding
+from recjax.text import infilling
 from recjax.text import transforms as transforms_lib
 
 SEQUENCE_FEATURES = ("tokens", "loss_mask", "entity_ids", "entity_positions", "entity_kinds",
@@ -74,6 +78,7 @@ class PipelineConfig:
   objective: str = "causal_lm"  # transform chain (transforms.CHAINS) when none is passed
   max_entities: int = 0  # > 0: also emit entity spans, this many slots per row; 0: spans end
                          # with the chain (the per-token entity arrays always stay)
+  glm: infilling.GLMConfig = infilling.GLMConfig()  # objective "glm" (config.text.glm)
 
 
 class EncodeDocument(grain.transforms.Map):
@@ -106,12 +111,13 @@ class TruncateExample(grain.transforms.Map):
   reads them).
   """
 
-  def __init__(self, seq_len: int, max_entities: int = 0):
-    self.seq_len, self.max_entities = seq_len, max_entities
+  def __init__(self, seq_len: int, max_entities: int = 0,
+               features: Sequence[str] = SEQUENCE_FEATURES):
+    self.seq_len, self.max_entities, self.features = seq_len, max_entities, tuple(features)
 
   def map(self, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {k: v for k, v in example.items() if k not in SPAN_FEATURES}
-    for k in SEQUENCE_FEATURES:
+    for k in self.features:
       out[k] = example[k][:self.seq_len]
     if self.max_entities:
       spans = example["entity_spans"]
@@ -123,11 +129,12 @@ class TruncateExample(grain.transforms.Map):
 
 
 def _pad_one(example: dict[str, np.ndarray], seq_len: int, target_len: int,
-             pad_id: int, max_entities: int = 0) -> dict[str, np.ndarray]:
+             pad_id: int, max_entities: int = 0,
+             features: Sequence[str] = SEQUENCE_FEATURES) -> dict[str, np.ndarray]:
   """One document per row: pad to length, segment id 1 on real tokens (and real spans)."""
   n = len(example["tokens"])
   out = {}
-  for k in SEQUENCE_FEATURES:
+  for k in features:
     row = np.full(seq_len, pad_id if k == "tokens" else 0, np.int32)
     row[:n] = example[k]
     out[k] = row
@@ -149,8 +156,9 @@ def _pad_one(example: dict[str, np.ndarray], seq_len: int, target_len: int,
   return out
 
 
-def _rename_packed(example: dict[str, Any]) -> dict[str, np.ndarray]:
-  out = {k: np.asarray(example[k], np.int32) for k in SEQUENCE_FEATURES}
+def _rename_packed(example: dict[str, Any],
+                   features: Sequence[str] = SEQUENCE_FEATURES) -> dict[str, np.ndarray]:
+  out = {k: np.asarray(example[k], np.int32) for k in features}
   out["segment_ids"] = example["tokens_segment_ids"]
   out["positions"] = example["tokens_positions"]
   if "target_tokens" in example:
@@ -211,14 +219,17 @@ def make_text_dataset(source: Sequence[Any] | grain.MapDataset, tokenizer,
   ds = ds.map(EncodeDocument(tokenizer, config.add_bos, config.add_eos, config.target_len))
   if chain:
     ds = ds.seed(config.seed).apply(chain)  # RandomMaps: seeded by the seed and the position
-  ds = ds.map(TruncateExample(config.seq_len, config.max_entities))
+  # Per-token features: the encoder's, plus those the chain adds (GLM: targets, positions).
+  features = SEQUENCE_FEATURES + tuple(f for f in transforms_lib.added_features(chain)
+                                       if f not in SEQUENCE_FEATURES)
+  ds = ds.map(TruncateExample(config.seq_len, config.max_entities, features))
   read = grain.ReadOptions(num_threads=config.read_threads,
                            prefetch_buffer_size=max(1, 4 * config.read_threads))
   it = ds.to_iter_dataset(read_options=read)
   pad_id = int(tokenizer.pad_id)
   if config.pack:
-    length_struct = {k: config.seq_len for k in SEQUENCE_FEATURES}
-    meta = [k for k in SEQUENCE_FEATURES if k != "tokens"]
+    length_struct = {k: config.seq_len for k in features}
+    meta = [k for k in features if k != "tokens"]
     if config.target_len:
       length_struct["target_tokens"] = config.target_len
     if config.max_entities:
@@ -233,11 +244,11 @@ def make_text_dataset(source: Sequence[Any] | grain.MapDataset, tokenizer,
         meta_features=meta,
         padding_struct=padding,
     )
-    it = it.map(_rename_packed)
+    it = it.map(functools.partial(_rename_packed, features=features))
   else:
     it = it.map(functools.partial(_pad_one, seq_len=config.seq_len,
                                   target_len=config.target_len, pad_id=pad_id,
-                                  max_entities=config.max_entities))
+                                  max_entities=config.max_entities, features=features))
   it = it.batch(config.batch_size, drop_remainder=config.drop_remainder)
   if config.worker_count > 0:
     _mark_flags_parsed()
@@ -273,7 +284,29 @@ def default_config():
       worker_count=0,          # Grain worker processes for tokenizing/packing (0: in-process).
       objective="causal_lm",   # per-example transform chain between encoding and packing
                                # (recjax.text.transforms.CHAINS). causal_lm: none (next-token
-                               # loss on the document's loss_mask). Recommended: causal_lm.
+                               # loss on the document's loss_mask). glm: GLM blank infilling
+                               # (text.glm below). Recommended: causal_lm.
+      # GLM blank infilling (objective "glm", recjax.text.infilling; docs/text.md "GLM").
+      glm=dict(
+          entity_prob=0.5,     # share of examples with entity-level [MASK] spans (GLM-10B: 0.5).
+          sentence_prob=0.3,   # share with sentence-level [sMASK] spans (GLM-10B: 0.3).
+          document_prob=0.2,   # share with one document-level [gMASK] tail span (GLM-10B: 0.2).
+          masking="entity",    # "entity": spans never cut an entity (RecSysLLM, recommended);
+                               # "token": GLM's plain random spans (ablation).
+          order="chronological",  # Part-B pieces in text order (RecSysLLM, recommended) or
+                                  # "shuffled" (GLM).
+          mask_ratio=0.15,     # [MASK] spans are added until this share is masked. 0.15.
+          sentence_ratio=0.15,  # [sMASK] sentences are added until this share is masked. 0.15.
+          mean_span=3.0,       # Poisson mean of [MASK] span lengths in tokens. 3.
+          max_span=39,         # longest sampled span length (entities are never cut). 39.
+          document_min_ratio=0.5,  # [gMASK] span: uniform in this..100% of the document. 0.5.
+          positions="2d",      # "2d": inter (RoPE) + intra (learned table) positions;
+                               # "1d": 0..L-1 only (ablation, or a backbone without the
+                               # table). Recommended: 2d with model.num_extra_positions >=
+                               # seq_len.
+          target_as_gmask=False,  # prompt/answer documents: the answer is the [gMASK] span
+                                  # (multitask fine-tuning: True; pre-training: False).
+      ),
       mixture=[],              # [{"dataset": {...}, "rate": r, "tag": t}, ...]; [] = config.data.
   ))
 
@@ -308,6 +341,8 @@ def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None =
   if objective not in transforms_lib.CHAINS:
     raise ValueError(f"config.text.objective={objective!r} is unknown; choose from "
                      f"{sorted(transforms_lib.CHAINS)}")
+  if objective == "glm":
+    infilling.GLMConfig.from_config(text.get("glm"))  # bad knobs fail before any data is read
   seed = config.get("seed", 0) if seed is None else seed
   item_config = item_text.ItemTextConfig(
       fields=tuple(f for f in str(text.item_fields).split(",") if f),

@@ -3,7 +3,9 @@
     python -m recjax.text show --config=configs/lm.py --num_samples=3 [--workdir=DIR]
     python -m recjax.text show --dataset=amazon_office --templates=p5 --tokenizer=byte
 
-Entities are shown as ⟦...⟧ and the target (where the loss is) follows a "▶" mark. Statistics:
+Entities are shown as ⟦...⟧ and the target (where the loss is) follows a "▶" mark; with
+`--config.text.objective=glm` each sample is also shown corrupted (Part A, the Part-B pieces and
+the 2D positions, recjax.text.infilling). Statistics:
 examples, tokens, a histogram of document lengths, the share of documents longer than
 `seq_len` (the pipeline truncates those), and the share of histories shortened by the budget.
 
@@ -31,6 +33,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from recjax.text import encoding
+from recjax.text import infilling
 from recjax.text import pipeline
 
 # The file the lm task trains its SentencePiece model into (recjax/tasks/lm.py TOKENIZER_FILE).
@@ -208,12 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   if getattr(corpus, "skipped", None):
     print("skipped templates:", corpus.skipped)
   rng = np.random.default_rng(fv.seed)
+  glm = None
+  if str(config.text.get("objective", "causal_lm")) == "glm":
+    glm = infilling.BlankInfilling(tokenizer, infilling.GLMConfig.from_config(config.text.glm),
+                                   int(config.text.seq_len))
   for i in rng.choice(len(corpus), min(fv.num_samples, len(corpus)), replace=False):
     doc = corpus[int(i)]
     meta = {k: doc.meta[k] for k in ("template", "domain", "user", "target_item", "held_out")
             if k in doc.meta}
     print(f"\n--- example {int(i)} {meta}")
     print(format_doc(doc))
+    if glm is not None:
+      example = pipeline.EncodeDocument(tokenizer).map(doc)
+      print("GLM blank infilling:\n" + infilling.format_example(glm.random_map(example, rng),
+                                                                tokenizer))
   stats = corpus_stats(corpus, tokenizer, int(config.text.seq_len), fv.max_examples, fv.seed)
   print("\n--- statistics" + (f" (from {stats['examples_read']:,} examples)"
                               if stats["examples_read"] < stats["examples"] else ""))

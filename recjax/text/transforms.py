@@ -20,14 +20,19 @@ after the chain (clipped at seq_len; offset to row positions in packed rows, see
 A chain is a list of Grain transforms (`grain.transforms.Map`, `RandomMap`, `Filter`); a
 `RandomMap` gets a generator seeded by the pipeline seed and the example's position, so the
 pipeline stays deterministic and resumable. To add an objective: write its transforms in this
-module, a builder `(tokenizer, pipeline_config) -> list` of them, and an entry in `CHAINS`; the
-config key `text.objective` then selects it. Only the keys above reach a batch (packing and
-padding lay out `pipeline.SEQUENCE_FEATURES`, the span arrays and the target); an objective
-that needs a new per-token feature (GLM's block positions) adds it there.
+module (or its own: GLM's are in infilling.py), a builder `(tokenizer, pipeline_config) ->
+list` of them, and an entry in `CHAINS`; the config key `text.objective` then selects it.
+Only the keys above reach a batch (packing and padding lay out `pipeline.SEQUENCE_FEATURES`,
+the span arrays and the target); an objective that needs a new per-token feature names it in
+its transform's `features` attribute (`added_features`) and the pipeline lays it out like the
+others: GLM's `targets`, `prefix_mask`, `inter_positions` and `intra_positions`
+(recjax.text.infilling).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
+
+from recjax.text import infilling
 
 
 def causal_lm(tokenizer, config) -> list[Any]:
@@ -39,6 +44,9 @@ def causal_lm(tokenizer, config) -> list[Any]:
 # objective name -> builder of its transform chain.
 CHAINS: dict[str, Callable[[Any, Any], list[Any]]] = {
     "causal_lm": causal_lm,
+    # GLM blank infilling with RecSysLLM's entity-aware masks and 2D positions
+    # (recjax.text.infilling; knobs in `config.text.glm`).
+    "glm": infilling.glm_chain,
 }
 
 
@@ -56,3 +64,11 @@ def resolve(transforms: str | Sequence[Any] | None, tokenizer, config) -> list[A
   if isinstance(transforms, str):
     return get_chain(transforms, tokenizer, config)
   return list(transforms)
+
+
+def added_features(chain: Sequence[Any]) -> tuple[str, ...]:
+  """The per-token features the transforms of `chain` add (their `features` attribute)."""
+  out: list[str] = []
+  for t in chain:
+    out += [f for f in getattr(t, "features", ()) if f not in out]
+  return tuple(out)
