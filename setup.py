@@ -13,6 +13,7 @@ CORE = [
     "tqdm>=4.66",
     "absl-py>=2.1",
     "numpy>=2.0",
+    "bm25s>=0.3",  # BM25 retrieval of catalogue items from generated text (recjax/eval)
 ]
 HF = [
     "safetensors>=0.4",
@@ -21,13 +22,19 @@ HF = [
 ]
 # tensorflow-datasets imports importlib_resources without declaring it (tensorflow/datasets#11212).
 SEQIO = ["seqio", "tensorflow-datasets", "importlib_resources", "sentencepiece==0.2.2"]
-TEST = HF + [
+# recjax/curriculum (semantic IDs: TF-IDF+SVD and k-means; offline wordllama embeddings, which
+# ship inside the ~19 MB wheel) and recjax/scaling (power-law fits with curve_fit).
+CURRICULUM = ["scikit-learn>=1.5", "scipy>=1.11", "wordllama>=0.4"]
+TEST = HF + CURRICULUM + [
     "pytest>=8",
     "pytest-xdist>=3.5",
     "torch==2.13.0",  # the CPU wheel on disk; an unpinned torch pulls GBs of CUDA packages
     "transformers>=4.50",
 ] + SEQIO  # the SeqIO/TFDS adapters are tested too (+~30 s install, TensorFlow CPU)
 LAUNCH = ["xmanager"]
+# libtpu (~700 MB) for `python -m recjax.compile` (AOT compilation for TPU topologies on any
+# host) and for running on TPU VMs; pinned to the jax the core resolves to (libtpu is per-jax).
+TPU = ["jax[tpu]==0.10.2"]
 
 setuptools.setup(
     name="recjax",
@@ -36,5 +43,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["recjax", "recjax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"test": TEST, "hf": HF, "seqio": SEQIO, "launch": LAUNCH},
+    extras_require={"test": TEST, "hf": HF, "seqio": SEQIO, "launch": LAUNCH,
+                    "tpu": TPU, "curriculum": CURRICULUM},
 )
