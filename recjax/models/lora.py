@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from recjax.models import llm
+from recjax.models.layers import Linear
 
 TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj',
            'down_proj')
@@ -53,12 +54,12 @@ class LoRAConfig:
 
 
 def _targets(model: llm.LLM,
-             names: Sequence[str]) -> list[tuple[tuple, llm.Linear]]:
+             names: Sequence[str]) -> list[tuple[tuple, Linear]]:
   return [(path, m) for path, m in nnx.iter_modules(model)
-          if isinstance(m, llm.Linear) and path and path[-1] in names]
+          if isinstance(m, Linear) and path and path[-1] in names]
 
 
-def _num_stacked(linear: llm.Linear) -> int | None:
+def _num_stacked(linear: Linear) -> int | None:
   """Number of scanned layers stacked in `linear`, or None."""
   extra = linear.kernel.ndim - len(linear.in_shape) - len(linear.out_shape)
   return linear.kernel.shape[0] if extra == 1 else None
