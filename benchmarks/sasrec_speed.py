@@ -75,7 +75,7 @@ def bench_recjax(args) -> dict:
     jax.block_until_ready(metrics)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    eval_metrics = task.evaluate(state.model(), "test", mesh)
+    eval_metrics = trainer.evaluate(task, state.model(), "test", mesh)
     eval_s = time.perf_counter() - start
   return {
       "impl": "recjax", "jax": jax.__version__, "device": str(jax.devices()[0].platform),

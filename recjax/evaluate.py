@@ -3,15 +3,22 @@
     python -m recjax.evaluate --workdir=/tmp/recjax_quickstart [--step=N] [--split=test]
 
 Reads the experiment's `config.json` from the workdir, restores the checkpoint (the latest if
---step is not given), prints the metrics table and writes `eval_step{N}_{split}.json`.
+--step is not given) without touching the workdir's checkpoints (a running experiment keeps
+its own), runs every evaluator of the task, prints the same table as `recjax.main` (the model
+and the task's baselines, one row per split) and writes `eval_step{N}_{split}.json`. Errors a
+user can fix (no such workdir or step, a corrupt checkpoint) end with one `error:` line.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from absl import app, flags, logging
+
+if TYPE_CHECKING:
+  from recjax.train.trainer import Task
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Experiment directory (holds config.json and checkpoints/).")
@@ -21,12 +28,11 @@ flags.mark_flag_as_required("workdir")
 
 
 def evaluate_checkpoint(workdir: str, step: int | None,
-                        splits: list[str]) -> tuple[int, dict, list[str]]:
-  """Restores `step` (default latest) from `workdir`: (step, {split: metrics}, table columns)."""
+                        splits: list[str]) -> tuple[int, dict[str, dict[str, float]], Task]:
+  """Restores `step` (default latest) from `workdir`: (step, {split: metrics}, task)."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from recjax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from recjax.metrics import TABLE_COLUMNS  # pylint: disable=g-import-not-at-top
   from recjax.tasks import build_task  # pylint: disable=g-import-not-at-top
   from recjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from recjax.train import sharding as shard_lib  # pylint: disable=g-import-not-at-top
@@ -39,41 +45,44 @@ def evaluate_checkpoint(workdir: str, step: int | None,
   with open(config_path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   config_lib.check_config(config)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = ckpt_lib.finished_steps(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+  if not steps:
+    raise FileNotFoundError(f"no finished checkpoint in {ckpt_dir}")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise ValueError(f"no checkpoint for step {step} in {ckpt_dir}; have {steps}")
   task = build_task(config)
   mesh = shard_lib.make_mesh(config.mesh)
   train_state = trainer.create_train_state(config, task, mesh)
-  manager = ckpt_lib.make_manager(os.path.join(workdir, "checkpoints"), max_to_keep=0,
-                                  async_save=False)
-  steps = manager.all_steps()
-  if not steps:
-    raise FileNotFoundError(f"no finished checkpoint in {workdir}/checkpoints")
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise ValueError(f"no checkpoint for step {step} in {workdir}/checkpoints; have {steps}")
-  train_state.state = ckpt_lib.restore(manager, step, train_state.state, None)
-  manager.close()
+  train_state.state = ckpt_lib.restore_state(ckpt_dir, step, train_state.state)
   with jax.set_mesh(mesh):
     model = train_state.model()
-    results = {split: task.evaluate(model, split, mesh) for split in splits}
-  return step, results, getattr(task, "table_columns", TABLE_COLUMNS)
+    results = {split: trainer.evaluate(task, model, split, mesh) for split in splits}
+  return step, results, task
 
 
 def main(argv) -> None:
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from recjax.train.metrics_writer import format_table  # pylint: disable=g-import-not-at-top
+  from recjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from recjax.train import metrics_writer  # pylint: disable=g-import-not-at-top
   splits = ["valid", "test"] if FLAGS.split == "both" else [FLAGS.split]
   try:
-    step, results, columns = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, splits)
-  except (FileNotFoundError, ValueError) as e:
+    step, results, task = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, splits)
+  except (FileNotFoundError, ValueError, ckpt_lib.CheckpointError) as e:
     sys.exit(f"error: {e}")
   for split, metrics in results.items():
     with open(os.path.join(FLAGS.workdir, f"eval_step{step}_{split}.json"), "w",
               encoding="utf-8") as f:
       json.dump(metrics, f, indent=2, sort_keys=True)
-  print(f"checkpoint step {step} in {FLAGS.workdir}:")
-  print(format_table({f"model ({s})": m for s, m in results.items()}, columns))
+  print(f"checkpoint step {step} in {FLAGS.workdir}, {task.results_heading}:")
+  for split, metrics in results.items():
+    users = metrics_writer.users_line(metrics, split)
+    if users:
+      print(users)
+  print(metrics_writer.results_table(task, results))
 
 
 if __name__ == "__main__":

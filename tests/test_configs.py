@@ -46,3 +46,65 @@ def test_every_config_file_passes_the_schema_check(path):
   config = module.get_config()
   config_lib.check_config(config)
   assert module.__doc__ and "python -m recjax.main" in module.__doc__
+
+
+def test_every_task_in_the_table_has_a_base_config():
+  from recjax.tasks import TASKS  # pylint: disable=g-import-not-at-top
+  for name in TASKS:
+    config = config_lib.base_config(name)
+    assert config.task == name
+    config_lib.check_config(config)
+
+
+def test_unknown_task_names_the_known_ones():
+  with pytest.raises(ValueError, match=r"config.task='nope' is unknown; choose from "
+                                       r"\('sasrec', 'lm'\)"):
+    config_lib.base_config("nope")
+
+
+@pytest.mark.parametrize("task, key, value, message", [
+    ("sasrec", "data.max_len", 0, "config.data.max_len=0: must be an integer >= 1"),
+    ("sasrec", "train.batch_size", 0, "config.train.batch_size=0: must be an integer >= 1"),
+    ("sasrec", "train.grad_accum_steps", 3,
+     "config.train.grad_accum_steps=3: must divide train.batch_size=128"),
+    ("sasrec", "train.log_every_steps", 0, "config.train.log_every_steps=0"),
+    ("sasrec", "optimizer.learning_rate", 0.0,
+     "config.optimizer.learning_rate=0.0: must be a number > 0"),
+    ("sasrec", "optimizer.b2", 1.0, r"config.optimizer.b2=1.0: must be a number in \[0, 1\)"),
+    ("sasrec", "model.dropout", 1.0, "config.model.dropout=1.0"),
+    ("sasrec", "model.num_heads", 3, "config.model.num_heads=3: must divide model.hidden=50"),
+    ("sasrec", "eval.ks", (0, 10), r"config.eval.ks=\(0, 10\): must be a non-empty tuple"),
+    ("sasrec", "data.valid_fraction", 0.0, r"config.data.valid_fraction=0.0: must be a number "
+                                           r"in \(0, 1\)"),
+    ("sasrec", "mesh.fsdp", 0, "config.mesh.fsdp=0: must be -1 or an integer >= 1"),
+    ("sasrec", "mesh.fsdp", -1, "at most one axis may be -1"),
+    ("sasrec", "train.best_metric", "ndcg@10", "train.eval_every_steps=0 must divide"),
+    ("sasrec", "init_from.step", -1, "config.init_from.step=-1"),
+    ("lm", "text.seq_len", 1, "config.text.seq_len=1: must be an integer >= 2"),
+    ("lm", "model.lora.rank", -4, "config.model.lora.rank=-4"),
+])
+def test_out_of_range_values_are_rejected_naming_key_value_and_range(task, key, value, message):
+  config = config_lib.base_config(task)
+  node = config
+  *path, leaf = key.split(".")
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    config_lib.check_config(config)
+
+
+def test_every_out_of_range_value_is_listed_at_once():
+  config = config_lib.base_config("sasrec")
+  config.data.max_len = 0
+  config.eval.batch_size = 0
+  with pytest.raises(ValueError) as err:
+    config_lib.check_config(config)
+  assert "data.max_len=0" in str(err.value) and "eval.batch_size=0" in str(err.value)
+
+
+def test_negatives_are_not_checked_for_full_softmax():
+  config = config_lib.base_config("sasrec")
+  config.loss.name = "ce"
+  config.loss.num_negatives = 0
+  config_lib.check_config(config)

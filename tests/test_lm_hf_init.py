@@ -1,4 +1,8 @@
-"""LM training from an imported HF checkpoint (config.model.hf_checkpoint) against transformers."""
+"""LM training from an imported HF checkpoint against transformers.
+
+The directory is named by `config.init_from.path`, or by the deprecated alias
+`config.model.hf_checkpoint` (the same code path; both are tested).
+"""
 import os
 import shutil
 
@@ -21,6 +25,7 @@ from tests.test_lm import tiny_config
 
 STEPS = 3
 MESH = dict(data=1, fsdp=2, tensor=2)
+KEYS = ("init_from.path", "model.hf_checkpoint")
 
 
 def _tokenizer_json(path, vocab_size: int = 300) -> int:
@@ -52,8 +57,8 @@ def _hf_checkpoint(path, vocab_size: int):
   return model
 
 
-def _config(hf_dir, **overrides):
-  return tiny_config(**{"model.hf_checkpoint": str(hf_dir), "model.dtype": "float32",
+def _config(hf_dir, key: str = "init_from.path", **overrides):
+  return tiny_config(**{key: str(hf_dir), "model.dtype": "float32",
                         "train.num_steps": STEPS, "eval.corpora": "items",
                         "mesh.data": MESH["data"], "mesh.fsdp": MESH["fsdp"],
                         "mesh.tensor": MESH["tensor"], **overrides})
@@ -108,21 +113,35 @@ def test_first_step_loss_matches_transformers_and_training_moves_the_weights(hf_
     assert not np.allclose(np.asarray(value.get_value()), before[key].get_value()), key
 
 
-def test_resume_restores_the_checkpoint_not_the_hf_weights(hf_dir, full_run, tmp_path):
+def test_the_deprecated_alias_builds_the_same_task(hf_dir, tmp_path):
+  tasks = [build_task(_config(hf_dir[0], key), str(tmp_path / key)) for key in KEYS]
+  assert tasks[0].hf_dir == tasks[1].hf_dir == str(hf_dir[0])
+  assert tasks[0].model_config == tasks[1].model_config
+  assert tasks[0].config.text.tokenizer == tasks[1].config.text.tokenizer
+  # Both keys naming different directories is ambiguous.
+  config = _config(hf_dir[0], "model.hf_checkpoint", **{"init_from.path": str(tmp_path)})
+  with pytest.raises(ValueError, match="name two starting points"):
+    build_task(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_resume_restores_the_checkpoint_not_the_hf_weights(hf_dir, full_run, tmp_path, key):
   hf_copy = tmp_path / "hf"
   shutil.copytree(hf_dir[0], hf_copy)
   workdir = tmp_path / "run"
-  first = _run(_config(hf_copy), workdir)
+  first = _run(_config(hf_copy, key), workdir)
   os.remove(hf_copy / "model.safetensors")  # a resumed run must not need the weights
-  second = _run(_config(hf_copy, **{"train.num_steps": 2 * STEPS}), workdir)
+  second = _run(_config(hf_copy, key, **{"train.num_steps": 2 * STEPS}), workdir)
   assert first.step == STEPS and second.step == 2 * STEPS
   assert first.losses + second.losses == full_run.losses  # bitwise, every step
+  with pytest.raises(FileNotFoundError, match="safetensors"):  # a fresh run needs them
+    _run(_config(hf_copy, key), tmp_path / "fresh")
 
 
 def test_new_rows_for_special_tokens_and_lora(tmp_path):
   own = _tokenizer_json(tmp_path)
   hf = _hf_checkpoint(tmp_path, vocab_size=own)  # recjax's special tokens do not fit
-  config = _config(tmp_path, **{"model.lora.rank": 4})
+  config = _config(tmp_path, "model.hf_checkpoint", **{"model.lora.rank": 4})
   task = build_task(config, str(tmp_path / "run"))
   assert task.model_config.vocab_size == -(-task.tokenizer.vocab_size // 64) * 64 > own
   mesh = shard_lib.make_mesh(config.mesh, jax.devices()[:4])
@@ -139,14 +158,17 @@ def test_new_rows_for_special_tokens_and_lora(tmp_path):
 
 
 def test_clear_errors(tmp_path):
+  alias = "model.hf_checkpoint"
   with pytest.raises(FileNotFoundError, match="is not a directory"):
-    build_task(_config(tmp_path / "missing"), str(tmp_path / "run"))
+    build_task(_config(tmp_path / "missing", alias), str(tmp_path / "run"))
   with pytest.raises(FileNotFoundError, match="has no config.json"):
-    build_task(_config(tmp_path), str(tmp_path / "run"))
+    build_task(_config(tmp_path, alias), str(tmp_path / "run"))
   own = _tokenizer_json(tmp_path)
   _hf_checkpoint(tmp_path, vocab_size=own - 10)
-  with pytest.raises(ValueError, match=f"defines {own} ids but the checkpoint"):
-    build_task(_config(tmp_path), str(tmp_path / "run"))
+  for key in KEYS:
+    with pytest.raises(ValueError, match=f"defines {own} ids but the checkpoint"):
+      build_task(_config(tmp_path, key), str(tmp_path / "run"))
   os.remove(tmp_path / "tokenizer.json")
-  with pytest.raises(FileNotFoundError, match="has no tokenizer.json"):
-    build_task(_config(tmp_path), str(tmp_path / "run"))
+  for key in KEYS:
+    with pytest.raises(FileNotFoundError, match=f"config.{key}=.* has no tokenizer.json"):
+      build_task(_config(tmp_path, key), str(tmp_path / "run"))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recjax import metrics
+from recjax.eval import metrics
 
 
 def test_generated_ranking_metrics():

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax import metrics
+from recjax.eval import metrics
 from recjax.models.sasrec import SASRec, SASRecConfig
+from recjax.train import trainer
 from tests.trainer_utils import tiny_config, tiny_task
 
 
@@ -111,6 +112,21 @@ def test_gbce_with_t0_is_bce_and_every_loss_is_finite():
   assert losses["gbce"] == pytest.approx(losses["bce"], rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["bce", "sampled_softmax"])
+def test_an_empty_negative_slot_counts_as_no_negative(name):
+  """sample_negatives gives id 0 where a user has no unseen item left: the loss must equal the
+  loss without that slot."""
+  task = tiny_task(tiny_config(**{"loss.name": name, "loss.num_negatives": 3}))
+  model = task.build_model(nnx.Rngs(0))
+  model.eval()
+  batch = {k: jnp.asarray(v) for k, v in next(iter(task.train_data(0, 1))).items()}
+  emptied = dict(batch, negatives=batch["negatives"].at[..., -1].set(0))
+  fewer = dict(batch, negatives=batch["negatives"][..., :-1])
+  loss = lambda b: float(task.loss(model, b, nnx.Rngs(0))[0])
+  assert loss(emptied) == pytest.approx(loss(fewer), rel=1e-6)
+  assert abs(loss(batch) - loss(fewer)) > 1e-3  # the slot mattered before it was emptied
+
+
 def test_loss_normalize_mean_weighs_every_position_alike():
   """'batch' divides by each batch's positions; 'mean' by one constant for every batch, which
   over an epoch equals the positions it trains on (up to the users an epoch leaves out)."""
@@ -149,12 +165,15 @@ def test_exclude_history_removes_seen_items_from_the_ranking():
   model = task.build_model(nnx.Rngs(0))
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
                            ("data", "fsdp", "tensor"))
-  with_history = task.evaluate(model, "test", mesh)
-  task.config.eval.exclude_history = False
-  without = task.evaluate(model, "test", mesh)
+  with_history = trainer.evaluate(task, model, "test", mesh)
+  plain = tiny_task(tiny_config(**{"eval.sampled_negatives": 0}))
+  without = trainer.evaluate(plain, model, "test", mesh)
   assert with_history["recall@10"] != without["recall@10"]
-  pop = task.popularity_metrics("test")
+  assert with_history["users"] == without["users"] == 64  # eval.max_users
+  assert with_history["users_total"] == task.data.num_users
+  pop = task.baselines("test")["Popularity"]
   assert 0 <= pop["recall@10"] <= 1
+  assert pop != plain.baselines("test")["Popularity"]
 
 
 def test_evaluate_matches_a_per_user_numpy_ranking():
@@ -165,7 +184,7 @@ def test_evaluate_matches_a_per_user_numpy_ranking():
   model.eval()
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]).reshape(2, 1, 1),
                            ("data", "fsdp", "tensor"))
-  got = task.evaluate(model, "test", mesh)
+  got = trainer.evaluate(task, model, "test", mesh)
   eval_set = task._eval_set("test")  # pylint: disable=protected-access
   table = np.asarray(model.item_table())
   ranks = []

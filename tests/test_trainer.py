@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recjax.train import checkpoint as ckpt_lib
+from recjax.train import sharding as shard_lib
 from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
 from tests.trainer_utils import params_of, tiny_config, tiny_task
@@ -16,10 +17,12 @@ def _run(config, workdir, devices=None):
   return trainer.train_and_evaluate(config, tiny_task(config), str(workdir), devices=devices)
 
 
-def test_resume_is_bitwise_identical(tmp_path):
+def test_resume_is_bitwise_identical(tmp_path, capsys):
   full = _run(tiny_config(**{"train.num_steps": 6}), tmp_path / "full")
   first = _run(tiny_config(**{"train.num_steps": 3}), tmp_path / "resumed")
+  capsys.readouterr()
   second = _run(tiny_config(**{"train.num_steps": 6}), tmp_path / "resumed")
+  assert "resumed from step 3 of 6" in capsys.readouterr().out
   assert first.step == 3 and second.step == 6
   assert first.losses + second.losses == full.losses  # bitwise, every step
   for a, b in zip(params_of(full.train_state), params_of(second.train_state)):
@@ -30,10 +33,16 @@ def test_resume_is_bitwise_identical(tmp_path):
 
 
 def test_workdir_outputs(tmp_path):
-  result = _run(tiny_config(), tmp_path)
+  result = _run(tiny_config(**{"train.log_every_steps": 4}), tmp_path)
   assert (tmp_path / "config.json").exists()
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   records = read_jsonl(tmp_path / "metrics.jsonl")
+  # train/loss is the logged step's loss; train/loss_window the mean since the last log.
+  logged = {r["step"]: r for r in records if "train/loss" in r}
+  assert sorted(logged) == [4, 6]
+  assert logged[4]["train/loss"] == pytest.approx(result.losses[3], rel=1e-6)
+  assert logged[4]["train/loss_window"] == pytest.approx(np.mean(result.losses[:4]), rel=1e-6)
+  assert logged[6]["train/loss_window"] == pytest.approx(np.mean(result.losses[4:]), rel=1e-6)
   assert any("test/ndcg@10" in r for r in records)
   assert "test/sampled20_ndcg@10" in result.metrics
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
@@ -132,3 +141,50 @@ def test_best_metric_without_matching_eval_schedule_is_rejected(tmp_path):
   config = tiny_config(**{"train.best_metric": "ndcg@10", "train.eval_every_steps": 0})
   with pytest.raises(ValueError, match="eval_every_steps"):
     _run(config, tmp_path)
+
+
+class ItemTableNorm:
+  """A second evaluator: the Frobenius norm of the item embedding table."""
+
+  name = "item_norm"
+
+  def __init__(self, every_steps: int, key: str = "item_norm"):
+    self.every_steps, self.key = every_steps, key
+
+  def __call__(self, model, split, mesh):
+    del split, mesh
+    table = np.asarray(jax.device_get(model.item_table()), np.float64)
+    return {self.key: float(np.sqrt(np.sum(table ** 2)))}
+
+
+def test_evaluators_run_at_their_own_cadence(tmp_path):
+  config = tiny_config(**{"train.num_steps": 6, "train.eval_every_steps": 2})
+  task = tiny_task(config)
+  task.evaluators = [*task.evaluators, ItemTableNorm(every_steps=3)]
+  result = trainer.train_and_evaluate(config, task, str(tmp_path))
+  valid = {r["step"]: r for r in read_jsonl(tmp_path / "metrics.jsonl")
+           if any(k.startswith("valid/") for k in r)}
+  assert sorted(valid) == [2, 3, 4, 6]
+  assert "valid/ndcg@10" in valid[2] and "valid/item_norm" not in valid[2]
+  assert "valid/item_norm" in valid[3] and "valid/ndcg@10" not in valid[3]
+  assert "valid/ndcg@10" in valid[6] and "valid/item_norm" in valid[6]  # the final evaluation
+  table = np.asarray(jax.device_get(result.train_state.model().item_table()), np.float64)
+  assert result.metrics["test/item_norm"] == pytest.approx(np.sqrt(np.sum(table ** 2)))
+  # The trained model, evaluated again: every evaluator when no step is given.
+  mesh = shard_lib.make_mesh(config.mesh)
+  with jax.set_mesh(mesh):
+    again = trainer.evaluate(task, result.train_state.model(), "test", mesh)
+  assert again["ndcg@10"] == pytest.approx(result.metrics["test/ndcg@10"], abs=1e-6)
+  assert set(again) == {k[len("test/"):] for k in result.metrics if k.startswith("test/")} - {
+      "eval_seconds"}
+
+
+def test_two_evaluators_returning_one_metric_is_an_error(tmp_path):
+  config = tiny_config()
+  task = tiny_task(config)
+  task.evaluators = [*task.evaluators, ItemTableNorm(every_steps=0, key="ndcg@10")]
+  mesh = shard_lib.make_mesh(config.mesh, jax.devices()[:1])
+  train_state = trainer.create_train_state(config, task, mesh)
+  with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"evaluators 'ranking' and "
+                                                           r"'item_norm' both return"):
+    trainer.evaluate(task, train_state.model(), "valid", mesh)

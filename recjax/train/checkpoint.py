@@ -1,5 +1,9 @@
 """Orbax checkpoints of the train state together with the Grain iterator state.
 
+Layout: `<workdir>/checkpoints/<step>/state` holds `nnx.state((model, optimizer))`, i.e. the
+model's variables under "0" and the optimizer's under "1", each variable's array under
+"value"; `<step>/data` holds one Grain iterator state per process.
+
 Orbax writes each step into a temporary directory and renames it only once every process has
 finished, so a checkpoint cut off mid-write is never listed; leftovers are deleted on start-up.
 """
@@ -9,8 +13,10 @@ import os
 from typing import Any, Mapping
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 
 class CheckpointError(RuntimeError):
@@ -19,7 +25,11 @@ class CheckpointError(RuntimeError):
 
 def make_manager(directory: str, *, max_to_keep: int, async_save: bool,
                  best_metric: str | None = None, best_mode: str = "max") -> ocp.CheckpointManager:
-  """A CheckpointManager over `directory` keeping `max_to_keep` steps (or the best ones)."""
+  """A CheckpointManager over `directory` keeping `max_to_keep` steps (or the best ones).
+
+  It deletes leftover temporary directories: only for the run's own workdir (another run's are
+  read with `finished_steps`, `restore_state` and `restore_model_arrays`).
+  """
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       create=True,
@@ -57,3 +67,68 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
         f"earlier one, or start a fresh workdir.") from e
   logging.info("restored checkpoint %s", path)
   return restored["state"]
+
+
+def restore_state(directory: str, step: int, abstract_state: Any) -> Any:
+  """Reads the train state at `step` of `directory` (read-only) onto `abstract_state`'s
+  shardings, without the data iterator: for evaluating another (possibly running) run."""
+  path = os.path.join(os.path.abspath(directory), str(step), "state")
+  try:
+    return ocp.StandardCheckpointer().restore(path, abstract_state)
+  except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+    raise CheckpointError(
+        f"checkpoint {path} is corrupt or incompatible with this model ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:300] if str(e) else ''})") from e
+
+
+def finished_steps(directory: str) -> list[int]:
+  """The steps of the finished checkpoints in `directory`, read-only (another run's may be live)."""
+  return sorted(ocp.path.step.checkpoint_steps(os.path.abspath(directory)))
+
+
+def model_metadata(directory: str, step: int) -> dict[tuple[str, ...], tuple[tuple[int, ...], Any]]:
+  """{variable path: (shape, dtype)} of the model's variables in the checkpoint at `step`."""
+  path = os.path.join(os.path.abspath(directory), str(step), "state")
+  try:
+    tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path)).tree
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:300] if str(e) else ''})") from e
+  out = {}
+  for keys, leaf in jax.tree_util.tree_flatten_with_path(tree.get("0", {}))[0]:
+    names = tuple(str(getattr(k, "key", k)) for k in keys)
+    if names and names[-1] == "value":
+      out[names[:-1]] = (tuple(leaf.shape), leaf.dtype)
+  return out
+
+
+def restore_model_arrays(directory: str, step: int,
+                         targets: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]
+                         ) -> dict[tuple[str, ...], jax.Array]:
+  """Reads only the model variables at `targets`' paths from the checkpoint at `step`.
+
+  Each array comes back with the shape, dtype and sharding of its target (an Orbax partial
+  restore: the optimizer state and the other variables are not read).
+  """
+  path = os.path.join(os.path.abspath(directory), str(step), "state")
+  item: dict[str, Any] = {}
+  for names, target in targets.items():
+    node = item.setdefault("0", {})
+    for name in names:
+      node = node.setdefault(name, {})
+    node["value"] = target
+  try:
+    restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+    raise CheckpointError(
+        f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:300] if str(e) else ''})") from e
+  out = {}
+  for names in targets:
+    node = restored["0"]
+    for name in names:
+      node = node[name]
+    out[names] = node["value"]
+  return out

@@ -1,4 +1,5 @@
-"""Metrics to TensorBoard event files (tensorboardX, no TensorFlow) and `metrics.jsonl`.
+"""Metrics to TensorBoard event files (tensorboardX, no TensorFlow) and `metrics.jsonl`, and
+the results table `recjax.main` and `recjax.evaluate` print.
 
 Only process 0 writes; other processes get a writer that does nothing.
 """
@@ -8,9 +9,12 @@ import json
 import math
 import os
 import time
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import jax
+
+if TYPE_CHECKING:
+  from recjax.train.trainer import Task
 
 
 class MetricsWriter:
@@ -60,3 +64,27 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str]) ->
              for c, w in zip(columns, widths)]
     lines.append("  ".join([name.ljust(name_width)] + cells))
   return "\n".join(lines)
+
+
+def results_table(task: Task, results: Mapping[str, Mapping[str, float]],
+                  baselines: bool = True) -> str:
+  """The table `recjax.main` and `recjax.evaluate` print.
+
+  One row "<task.name> (<split>)" per split of `results` ({split: metrics}), then, with
+  `baselines`, one row per reference model of the task on each split ("Popularity (test)");
+  columns are `task.table_columns`.
+  """
+  rows = {f"{task.name} ({split})": dict(metrics) for split, metrics in results.items()}
+  if baselines:
+    for split in results:
+      rows.update({f"{name} ({split})": dict(metrics)
+                   for name, metrics in task.baselines(split).items()})
+  return format_table(rows, list(task.table_columns))
+
+
+def users_line(metrics: Mapping[str, float], split: str) -> str | None:
+  """'evaluated N of M users (split)' from a ranking evaluation's `users` / `users_total`."""
+  users, total = metrics.get("users"), metrics.get("users_total")
+  if users is None or total is None:
+    return None
+  return f"evaluated {int(users):,} of {int(total):,} users ({split})"

@@ -1,9 +1,11 @@
 """The train loop every recjax model shares.
 
-A model family plugs in as a `Task` (model, data, loss, evaluation); the trainer owns everything
+A model family plugs in as a `Task` (model, data, loss, evaluators); the trainer owns everything
 else: the device mesh and shardings, the jitted train step with gradient accumulation, the
-optimizer, Orbax checkpoints with the data iterator's position (exact resume), preemption-safe
-saves on SIGTERM/SIGINT, NaN detection, metrics and the progress bar.
+optimizer, where a run starts from (its own checkpoint > `config.init_from` > scratch; see
+`train_and_evaluate`), Orbax checkpoints with the data iterator's position (exact resume),
+preemption-safe saves on SIGTERM/SIGINT, NaN detection, evaluators at their own cadence,
+metrics and the progress bar (which shows the mean loss over the logging window).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import grain
 import jax
@@ -21,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
+from flax.nnx import filterlib
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -30,13 +33,32 @@ from recjax.train import sharding as shard_lib
 from recjax.train.metrics_writer import MetricsWriter
 
 
-class Task(Protocol):
-  """What a model family gives the trainer."""
+class Evaluator(Protocol):
+  """One evaluation of a model on a split, run at its own cadence (see `evaluate`)."""
 
+  name: str
+  # Evaluate every this many training steps; 0 = every `train.eval_every_steps`.
+  every_steps: int
+
+  def __call__(self, model: nnx.Module, split: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Metrics on 'valid' or 'test', identical on every process."""
+
+
+class Task(Protocol):
+  """What a model family gives the trainer and the command-line tools."""
+
+  # Row label of the model in results tables ("SASRec").
+  name: str
   # Which nnx.Variable types the optimizer trains (nnx.Param; LoRA adapters only for LoRA).
   trainable: Any
   # Training steps in one pass over the training data.
   steps_per_epoch: int
+  # The evaluations run on 'valid' during training and on 'valid' and 'test' at the end.
+  evaluators: Sequence[Evaluator]
+  # Metrics `recjax.main` and `recjax.evaluate` print as table columns.
+  table_columns: list[str]
+  # What the table's figures are ("full-catalogue ranking"), printed above it.
+  results_heading: str
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     """A freshly initialised model. Called under jit: no host side effects."""
@@ -48,12 +70,58 @@ class Task(Protocol):
            rngs: nnx.Rngs) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """(sum of per-example losses, sum of example weights, extra metrics as sums)."""
 
-  def evaluate(self, model: nnx.Module, split: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
-    """Metrics on 'valid' or 'test', identical on every process."""
+  def summary(self) -> str:
+    """What the task trains on (dataset, its data report, model size), printed at start."""
 
-  # Optional: `pretrained_state(model) -> nnx.State | None`, weights a fresh run starts from
-  # (part of the model's state, placed on the shardings of `model`'s arrays); see
-  # `init_from_pretrained`. Never called when resuming from a checkpoint.
+  def baselines(self, split: str) -> dict[str, dict[str, float]]:
+    """Metrics of reference models on `split`, by table row name ({"Popularity": {...}})."""
+
+  def pretrained_state(self, model: nnx.Module) -> nnx.State | None:
+    """Weights a fresh run starts from (part of `model`'s state, on the shardings of its
+    arrays), or None for a fresh initialisation. Never called when the run resumes its own
+    checkpoint or initialises from another recjax workdir (`config.init_from`)."""
+
+
+def due_evaluators(task: Task, step: int | None, eval_every_steps: int = 0) -> list[Evaluator]:
+  """The evaluators to run after `step` (all of them when `step` is None: a final evaluation).
+
+  An evaluator is due when `step` is a multiple of its `every_steps`, or of `eval_every_steps`
+  (`train.eval_every_steps`) for those whose `every_steps` is 0; a cadence of 0 means only at
+  the end.
+  """
+  evaluators = list(task.evaluators)
+  if step is None:
+    return evaluators
+  due = []
+  for evaluator in evaluators:
+    every = int(evaluator.every_steps) or int(eval_every_steps)
+    if every and step % every == 0:
+      due.append(evaluator)
+  return due
+
+
+def evaluate(task: Task, model: nnx.Module, split: str, mesh: jax.sharding.Mesh,
+             step: int | None = None, *, eval_every_steps: int = 0) -> dict[str, float]:
+  """The merged metrics of the task's evaluators due at `step` (all when `step` is None).
+
+  `eval_every_steps` is the cadence of evaluators whose own `every_steps` is 0. Two evaluators
+  returning the same metric name is an error: nothing is silently overwritten.
+  """
+  out: dict[str, float] = {}
+  owner: dict[str, str] = {}
+  for evaluator in due_evaluators(task, step, eval_every_steps):
+    metrics = evaluator(model, split, mesh)
+    clash = sorted(set(metrics) & set(out))
+    if clash:
+      raise ValueError(f"evaluators {owner[clash[0]]!r} and {evaluator.name!r} both return "
+                       f"metric(s) {clash} on {split}; metric names must be unique")
+    out.update(metrics)
+    owner.update({k: evaluator.name for k in metrics})
+  return out
+
+
+class RestoreError(ValueError):
+  """`config.init_from` names weights this run cannot start from (said why and where)."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -98,17 +166,116 @@ def create_train_state(config: ml_collections.ConfigDict, task: Task,
 
 
 def init_from_pretrained(task: Task, train_state: TrainState) -> bool:
-  """Replaces the fresh weights by `task.pretrained_state(model)` if the task has any."""
-  load = getattr(task, "pretrained_state", None)
-  if load is None:
-    return False
+  """Replaces the fresh weights by `task.pretrained_state(model)` unless that is None."""
   model, optimizer = nnx.merge(train_state.graphdef, train_state.state)
-  pretrained = load(model)
+  pretrained = task.pretrained_state(model)
   if pretrained is None:
     return False
   nnx.update(model, pretrained)
   train_state.state = nnx.state((model, optimizer))
   return True
+
+
+def is_recjax_workdir(path: str) -> bool:
+  """Whether `path` was written by `train_and_evaluate` (its config.json names a task)."""
+  try:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+      return "task" in json.load(f)
+  except (OSError, ValueError):
+    return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state: TrainState,
+                      source: str, step: int = 0) -> tuple[int, list[str]]:
+  """Replaces the fresh parameters by those of another recjax workdir's checkpoint.
+
+  Reads only the model's `nnx.Param` variables (not the optimizer state or the data position)
+  from `source`'s checkpoint at `step` (0: its latest), onto this run's shardings. Parameters
+  of the trainable type that the checkpoint lacks (fresh LoRA adapters over a full-parameter
+  run) keep their initialisation. Returns (the step read, the model config keys that differ).
+
+  Raises:
+    RestoreError: `source` has no finished checkpoint or none at `step`, trained another task,
+      or has parameters whose paths or shapes differ (each named, with the differing keys of
+      the two configs' model blocks).
+  """
+  what = f"config.init_from.path={source!r}"
+  ckpt_dir = os.path.join(source, "checkpoints")
+  steps = ckpt_lib.finished_steps(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+  if not steps:
+    raise RestoreError(f"{what}: no finished checkpoint in {ckpt_dir}")
+  if step and step not in steps:
+    raise RestoreError(f"config.init_from.step={step}: {ckpt_dir} has no checkpoint for that "
+                     f"step; it has {steps}")
+  step = int(step or steps[-1])
+  other = _read_json(os.path.join(source, "config.json"))
+  if other.get("task", config.task) != config.task:
+    raise RestoreError(f"{what} trained task {other['task']!r}; this run is task "
+                     f"{config.task!r}")
+  differing = _dict_diff(other.get("model", {}),
+                         json.loads(config.model.to_json_best_effort()) if "model" in config
+                         else {})
+
+  model, optimizer = nnx.merge(train_state.graphdef, train_state.state)
+  params = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  every_path = {tuple(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model))}
+  is_trainable = filterlib.to_predicate(task.trainable)
+  saved = ckpt_lib.model_metadata(ckpt_dir, step)
+  targets, missing, reshaped = {}, [], {}
+  for path, var in params:
+    key = tuple(map(str, path))
+    value = var.get_value()
+    if key not in saved:
+      # A trainable type narrower than nnx.Param (LoRA adapters) may start fresh.
+      if not (type(var) is not nnx.Param and is_trainable(path, var)):
+        missing.append(f"{'/'.join(key)} {tuple(value.shape)}")
+    elif tuple(saved[key][0]) != tuple(value.shape):
+      shapes = (tuple(saved[key][0]), tuple(value.shape))
+      reshaped.setdefault(shapes, []).append("/".join(key))
+    else:
+      targets[key] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=value.sharding)
+  extra = [f"{'/'.join(k)} {tuple(saved[k][0])}" for k in saved if k not in every_path]
+  if missing or reshaped or extra:
+    lines = [f"{what} (step {step}) does not fit this model:"]
+    # Grouped by the pair of shapes: a wider model changes dozens of arrays the same way.
+    reshaped = [", ".join(paths[:3]) + (f" (and {len(paths) - 3} more)" if len(paths) > 3
+                                        else "") + f": checkpoint {a}, this model {b}"
+                for (a, b), paths in reshaped.items()]
+    for title, items in (("parameters with other shapes", reshaped),
+                         ("parameters the checkpoint lacks", missing),
+                         ("checkpoint variables this model lacks", extra)):
+      if items:
+        shown = items[:10] + ([f"... and {len(items) - 10} more"] if len(items) > 10 else [])
+        lines.append(f"  {title}: " + "; ".join(shown))
+    lines.append("  the two configs' model blocks differ in: " + (", ".join(differing) or
+                                                                 "nothing"))
+    raise RestoreError("\n".join(lines))
+  restored = ckpt_lib.restore_model_arrays(ckpt_dir, step, targets)
+  nnx.update(model, nnx.from_flat_state(
+      [(path, var.replace(restored[tuple(map(str, path))])) for path, var in params
+       if tuple(map(str, path)) in restored]))
+  train_state.state = nnx.state((model, optimizer))
+  return step, differing
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _dict_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+  """'key (a -> b)' for every nested key whose value differs between two JSON dicts."""
+  out = []
+  for key in sorted(set(a) | set(b)):
+    x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if isinstance(x, dict) and isinstance(y, dict):
+      out += _dict_diff(x, y, f"{prefix}{key}.")
+    elif x != y:
+      out.append(f"{prefix}{key} ({x!r} -> {y!r})")
+  return out
 
 
 def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: TrainState,
@@ -213,7 +380,18 @@ class TrainResult:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: str,
                        devices: list[jax.Device] | None = None) -> TrainResult:
-  """Trains `task` as configured, resuming from the latest checkpoint in `workdir` if any.
+  """Trains `task` as configured, then evaluates it on 'valid' and 'test'.
+
+  The run starts from the first of these that exists:
+  1. the latest checkpoint in `workdir/checkpoints`: a resume, with the optimizer state and the
+     data iterator's position, so an interrupted run continues exactly (a finished one is only
+     evaluated again);
+  2. `config.init_from.path`: another recjax workdir, whose model parameters (only those) are
+     read at its latest checkpoint or at `config.init_from.step`, with a fresh optimizer and
+     data order; or a directory the task itself loads (`task.pretrained_state`, e.g. a Hugging
+     Face checkpoint for the lm task);
+  3. a fresh initialisation, replaced by `task.pretrained_state(model)` if it gives weights.
+  Which one it was is printed on stdout (process 0).
 
   `devices` restricts the mesh to a subset of `jax.devices()` (default: all of them).
   """
@@ -238,13 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
       os.path.join(workdir, "checkpoints"), max_to_keep=tcfg.max_checkpoints_to_keep,
       async_save=tcfg.async_checkpointing, best_metric=tcfg.best_metric or None,
       best_mode=tcfg.best_mode)
-  latest = manager.latest_step()
-  if latest is not None:
-    train_state.state = ckpt_lib.restore(manager, latest, train_state.state, data_iter)
-    train_state.step = latest
-    logging.info("resumed from step %d", latest)
-  elif init_from_pretrained(task, train_state):
-    logging.info("initialised from the task's pretrained weights")
+  _start(config, task, train_state, manager, data_iter, num_steps)
 
   writer = MetricsWriter(workdir)
   losses: list[float] = []
@@ -253,11 +425,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
   valid_step = -1
   stopped = False
   pending: tuple[int, dict[str, jax.Array]] | None = None
-  window_start, window_steps = time.perf_counter(), 0
+  window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
 
   def finish_step(step: int, metrics: dict[str, jax.Array]):
     """Host-side bookkeeping for a finished step, one step behind to keep dispatch async."""
-    nonlocal window_start, window_steps
+    nonlocal window_start, window_steps, window_loss
     loss = float(metrics["loss"])
     if not np.isfinite(loss):
       manager.wait_until_finished()
@@ -267,14 +439,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
           f"optimizer.learning_rate or set optimizer.clip_grad_norm.")
     losses.append(loss)
     window_steps += 1
+    window_loss += loss
     if step % tcfg.log_every_steps == 0 or step == num_steps:
       elapsed = time.perf_counter() - window_start
       scalars = {k: float(v) for k, v in metrics.items()}
+      # train/loss is this step's loss; batches differ (length buckets), so the mean over the
+      # steps since the last log is the figure to watch.
+      scalars["loss_window"] = window_loss / window_steps
       scalars["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
       writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
       if progress is not None:
-        progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
-      window_start, window_steps = time.perf_counter(), 0
+        progress.set_postfix(loss=f"{scalars['loss_window']:.4f}", refresh=False)
+      window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
 
   def flush_pending():
     """Checks the last dispatched step now (before evaluating, saving or stopping)."""
@@ -283,6 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
       finish_step(*pending)
       pending = None
 
+  every = int(tcfg.eval_every_steps)
   with _StopSignal() as stop_signal, jax.set_mesh(mesh):
     while train_state.step < num_steps:
       step = train_state.step + 1
@@ -295,10 +472,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
       if progress is not None:
         progress.update(1)
 
-      if tcfg.eval_every_steps and step % tcfg.eval_every_steps == 0 and step < num_steps:
+      due = due_evaluators(task, step, every) if step < num_steps else []
+      if due:
         flush_pending()
-        valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, step)
+        valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, step, every)
         valid_step = step
+        # Checkpoints are ranked by best_metric: it must come from an evaluator run with them.
+        if (tcfg.best_metric and tcfg.best_metric not in valid_metrics and
+            (len(due) == len(task.evaluators) or step % tcfg.checkpoint_every_steps == 0)):
+          raise ValueError(f"train.best_metric='{tcfg.best_metric}' is not among the "
+                           f"validation metrics at step {step}: {sorted(valid_metrics)}")
       # The last step is saved after the final evaluation, with its metrics.
       if (tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and
           step < num_steps):
@@ -321,6 +504,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
       test_metrics = _evaluate(task, train_state, mesh, "test", writer, train_state.step)
       final = {**{f"valid/{k}": v for k, v in valid_metrics.items()},
                **{f"test/{k}": v for k, v in test_metrics.items()}}
+      if tcfg.best_metric and tcfg.best_metric not in valid_metrics:
+        raise ValueError(f"train.best_metric='{tcfg.best_metric}' is not among the validation "
+                         f"metrics: {sorted(valid_metrics)}")
       if manager.latest_step() != train_state.step:
         ckpt_lib.save(manager, train_state.step, train_state.state, data_iter,
                       metrics=valid_metrics, force=True)
@@ -332,7 +518,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
         if best_step != train_state.step:  # the final state is saved: swap the best one in
           train_state.state = ckpt_lib.restore(manager, best_step, train_state.state, None)
           for split in ("valid", "test"):
-            metrics = task.evaluate(train_state.model(), split, mesh)
+            metrics = evaluate(task, train_state.model(), split, mesh)
             final.update({f"{split}/{k}": v for k, v in metrics.items()})
           logging.info("best checkpoint: step %d (valid %s=%.4f)", best_step,
                        tcfg.best_metric, final[f"valid/{tcfg.best_metric}"])
@@ -348,10 +534,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
                      metrics=final, stopped_by_signal=stopped)
 
 
+def _say(message: str) -> None:
+  """A fact the user should see: on stdout (process 0) and in the log."""
+  logging.info("%s", message)
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def _start(config: ml_collections.ConfigDict, task: Task, train_state: TrainState, manager,
+           data_iter, num_steps: int) -> None:
+  """Fills `train_state` from the first source in the restore order of `train_and_evaluate`."""
+  latest = manager.latest_step()
+  if latest is not None:
+    train_state.state = ckpt_lib.restore(manager, latest, train_state.state, data_iter)
+    train_state.step = latest
+    if latest >= num_steps:
+      _say(f"training already complete at step {latest}; evaluating")
+    else:
+      _say(f"resumed from step {latest} of {num_steps}")
+    return
+  source = str(config.init_from.path) if "init_from" in config else ""
+  if source and is_recjax_workdir(source):
+    step, differing = init_from_workdir(config, task, train_state, source,
+                                        int(config.init_from.step))
+    _say(f"initialised the parameters from {source} at step {step} (optimizer and data "
+         "order start fresh)" + (f"; model config differs in {', '.join(differing)}"
+                                 if differing else ""))
+    return
+  if source and not os.path.exists(source):
+    raise RestoreError(f"config.init_from.path={source!r} does not exist")
+  if init_from_pretrained(task, train_state):
+    _say("initialised the parameters from " + (source or "the task's pretrained weights"))
+  elif source:
+    raise RestoreError(f"config.init_from.path={source!r} is neither a recjax workdir (a "
+                       f"config.json naming a task, and checkpoints/) nor weights the "
+                       f"{task.name} task loads")
+
+
 def _evaluate(task: Task, train_state: TrainState, mesh, split: str, writer: MetricsWriter,
-              step: int) -> dict[str, float]:
+              step: int, every: int | None = None) -> dict[str, float]:
+  """Runs the evaluators due at `step` (all when `every` is None) and logs their metrics."""
   start = time.perf_counter()
-  metrics = task.evaluate(train_state.model(), split, mesh)
+  metrics = evaluate(task, train_state.model(), split, mesh,
+                     step=None if every is None else step, eval_every_steps=every or 0)
   metrics["eval_seconds"] = time.perf_counter() - start
   writer.write(step, {f"{split}/{k}": v for k, v in metrics.items()})
   logging.info("step %d %s: %s", step, split,

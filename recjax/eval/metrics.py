@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recjax.eval.retrieval import normalize_title
+
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 # Columns of the results table the command-line tools print.
 TABLE_COLUMNS = ["recall@10", "ndcg@10", "mrr@10", "recall@50", "ndcg@50",
@@ -40,21 +42,18 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
   return out
 
 
-def _normalise(text: str) -> str:
-  return " ".join(text.lower().split())
-
-
 def generated_item_ranks(targets: Sequence[str], predictions: Sequence) -> np.ndarray:
   """0-based rank of each target text among its ranked generated texts (a str is a list of one).
 
-  Texts match after lower-casing and collapsing white space; a target not generated gets a rank
-  past every cut-off, i.e. counts as a miss.
+  Texts match after `normalize_title` (case and white space do not matter); a target not
+  generated gets a rank past every cut-off, i.e. counts as a miss.
   """
   ranks = []
   for target, prediction in zip(targets, predictions):
     ranked = [prediction] if isinstance(prediction, str) else list(prediction)
-    wanted = _normalise(target)
-    ranks.append(next((i for i, c in enumerate(ranked) if _normalise(c) == wanted), 1 << 30))
+    wanted = normalize_title(target)
+    ranks.append(next((i for i, c in enumerate(ranked) if normalize_title(c) == wanted),
+                      1 << 30))
   return np.asarray(ranks, dtype=np.int64)
 
 
