@@ -32,6 +32,7 @@ TEST = HF + CURRICULUM + [
     "transformers>=4.50",
 ] + SEQIO  # the SeqIO/TFDS adapters are tested too (+~30 s install, TensorFlow CPU)
 LAUNCH = ["xmanager"]
+TENSORBOARD = ["tensorboard"]  # the UI only: recjax writes event files with tensorboardX
 # libtpu (~700 MB) for `python -m recjax.compile` (AOT compilation for TPU topologies on any
 # host) and for running on TPU VMs; pinned to the jax the core resolves to (libtpu is per-jax).
 TPU = ["jax[tpu]==0.10.2"]
@@ -44,5 +45,5 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={"test": TEST, "hf": HF, "seqio": SEQIO, "launch": LAUNCH,
-                    "tpu": TPU, "curriculum": CURRICULUM},
+                    "tpu": TPU, "curriculum": CURRICULUM, "tensorboard": TENSORBOARD},
 )

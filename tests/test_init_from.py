@@ -99,7 +99,8 @@ def test_missing_workdir_and_step_are_named(source, tmp_path):
     trainer.train_and_evaluate(config, tiny_task(config), str(tmp_path / "run2"), devices=ONE)
 
 
-def test_other_task_is_refused(source, tmp_path):
+def test_other_task_with_the_same_parameters_is_accepted(source, tmp_path):
+  """What must match is the parameters, not the task: an lm workdir may start a CALRec stage."""
   workdir, _ = source
   other = tmp_path / "other"
   other.mkdir()
@@ -108,8 +109,17 @@ def test_other_task_is_refused(source, tmp_path):
   config_json["task"] = "lm"
   (other / "config.json").write_text(json.dumps(config_json))
   task, train_state = _fresh_state(tiny_config())
-  with pytest.raises(trainer.RestoreError, match="trained task 'lm'; this run is task 'sasrec'"):
-    trainer.init_from_workdir(tiny_config(), task, train_state, str(other))
+  fresh = jax.tree.map(np.asarray, nnx.state(train_state.model(), nnx.Param))
+  trainer.init_from_workdir(tiny_config(), task, train_state, str(other))
+  restored = jax.tree.map(np.asarray, nnx.state(train_state.model(), nnx.Param))
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(fresh), jax.tree.leaves(restored)))
+  # A mismatch names both tasks.
+  config = tiny_config(**{"model.hidden": 8})
+  task, train_state = _fresh_state(config)
+  with pytest.raises(trainer.RestoreError, match="task 'lm'.*does not fit this model "
+                                                 r"\(task 'sasrec'\)"):
+    trainer.init_from_workdir(config, task, train_state, str(other))
 
 
 @pytest.mark.parametrize("override, messages", [

@@ -43,6 +43,7 @@ class SASRecTask:
 
   name = "SASRec"
   trainable = nnx.Param
+  fresh_parameters = ()
 
   def __init__(self, config: ml_collections.ConfigDict, data: InteractionData, split: Split):
     if config.loss.name not in LOSSES:

@@ -51,6 +51,9 @@ class Task(Protocol):
   name: str
   # Which nnx.Variable types the optimizer trains (nnx.Param; LoRA adapters only for LoRA).
   trainable: Any
+  # Names of parameters that may keep their fresh initialisation when an `init_from` checkpoint
+  # lacks them (a position table an LM checkpoint does not have); () for most tasks.
+  fresh_parameters: tuple[str, ...]
   # Training steps in one pass over the training data.
   steps_per_epoch: int
   # The evaluations run on 'valid' during training and on 'valid' and 'test' at the end.
@@ -192,12 +195,14 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
   Reads only the model's `nnx.Param` variables (not the optimizer state or the data position)
   from `source`'s checkpoint at `step` (0: its latest), onto this run's shardings. Parameters
   of the trainable type that the checkpoint lacks (fresh LoRA adapters over a full-parameter
-  run) keep their initialisation. Returns (the step read, the model config keys that differ).
+  run), and those named in `task.fresh_parameters`, keep their initialisation. `source` may
+  have trained another task (an lm workdir for a CALRec or GLM stage): what must match is the
+  parameters. Returns (the step read, the model config keys that differ).
 
   Raises:
-    RestoreError: `source` has no finished checkpoint or none at `step`, trained another task,
-      or has parameters whose paths or shapes differ (each named, with the differing keys of
-      the two configs' model blocks).
+    RestoreError: `source` has no finished checkpoint or none at `step`, or has parameters
+      whose paths or shapes differ (each named, with both tasks and the differing keys of the
+      two configs' model blocks).
   """
   what = f"config.init_from.path={source!r}"
   ckpt_dir = os.path.join(source, "checkpoints")
@@ -209,9 +214,6 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
                      f"step; it has {steps}")
   step = int(step or steps[-1])
   other = _read_json(os.path.join(source, "config.json"))
-  if other.get("task", config.task) != config.task:
-    raise RestoreError(f"{what} trained task {other['task']!r}; this run is task "
-                     f"{config.task!r}")
   differing = _dict_diff(other.get("model", {}),
                          json.loads(config.model.to_json_best_effort()) if "model" in config
                          else {})
@@ -227,7 +229,8 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
     value = var.get_value()
     if key not in saved:
       # A trainable type narrower than nnx.Param (LoRA adapters) may start fresh.
-      if not (type(var) is not nnx.Param and is_trainable(path, var)):
+      if not ((type(var) is not nnx.Param and is_trainable(path, var)) or
+              any(name in key for name in task.fresh_parameters)):
         missing.append(f"{'/'.join(key)} {tuple(value.shape)}")
     elif tuple(saved[key][0]) != tuple(value.shape):
       shapes = (tuple(saved[key][0]), tuple(value.shape))
@@ -236,7 +239,8 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
       targets[key] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=value.sharding)
   extra = [f"{'/'.join(k)} {tuple(saved[k][0])}" for k in saved if k not in every_path]
   if missing or reshaped or extra:
-    lines = [f"{what} (step {step}) does not fit this model:"]
+    lines = [f"{what} (step {step}, task {other.get('task', '?')!r}) does not fit this "
+             f"model (task {config.task!r}):"]
     # Grouped by the pair of shapes: a wider model changes dozens of arrays the same way.
     reshaped = [", ".join(paths[:3]) + (f" (and {len(paths) - 3} more)" if len(paths) > 3
                                         else "") + f": checkpoint {a}, this model {b}"
