@@ -86,6 +86,7 @@ class LMTask:
   """Trains the LLM backbone with a causal LM loss; see the module docstring."""
 
   name = "LM"
+  fresh_parameters = ()  # every parameter comes from init_from when it is set
   results_heading = "perplexity per evaluation corpus"  # printed by recjax.main
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):

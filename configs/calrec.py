@@ -1,0 +1,89 @@
+"""CALRec (two-tower contrastive + next-item generation, two stages): configs/calrec.py:ARGS.
+
+ARGS is `synthetic` (default), `stage1[,TARGET]` or `stage2,TARGET`:
+
+    # One run on synthetic data (no download):
+    python -m recjax.main --config=configs/calrec.py --workdir=/tmp/calrec_synthetic
+
+    # Real data (RECJAX_DATA_DIR=../shared/data), each step a resumable workdir.
+    # Stage 1: the multi-domain mixture (MIXTURE below), the domain named in the template:
+    python -m recjax.main --config=configs/calrec.py:stage1,amazon_office \
+        --workdir=/tmp/calrec_s1
+    # Stage 2: the target domain, from stage 1's parameters (optimizer and data order fresh):
+    python -m recjax.main --config=configs/calrec.py:stage2,amazon_office \
+        --workdir=/tmp/calrec_s2 --config.init_from.path=/tmp/calrec_s1 \
+        --config.text.tokenizer=/tmp/calrec_s1/tokenizer.model --config.lm.tokenizer_vocab_size=0
+
+Stage 2 must use stage 1's tokenizer (each stage would otherwise train an 8,000-piece
+SentencePiece model from its own training text): hence the two tokenizer overrides above.
+Continual pre-training first (configs/lm.py on the text) and `init_from` an lm workdir is not
+possible yet: the trainer refuses a workdir of another task (docs/calrec.md).
+Re-running a command resumes its workdir; a finished one is only evaluated again.
+
+`synthetic`: recjax's synthetic dataset (600 users, 300 items, titles naming their cluster), a
+512-piece tokenizer, `tiny_llama` 4 x 128 (about 1M parameters, float32), 300 steps of 16 pairs
+(the last 4 positions of each training sequence), evaluated with `dense` and `bm25` (5 sampled
+generations per user) on 200 users. Runtime and figures: docs/benchmarks.md once measured (not
+yet; no number is claimed here).
+
+Each step's evaluation prints CALRec's modes next to Popularity; SASRec (CE) on the same split
+and users is `configs/sasrec.py:NAME --config.loss.name=ce` (docs/calrec.md).
+"""
+from recjax import config as config_lib
+
+# Stage-1 domains (a mixture of Amazon categories and MovieLens, as the paper mixes categories).
+MIXTURE = ("amazon_office", "amazon_scientific", "amazon_games6k", "ml-1m-pos",
+           "amazon2018_gift_cards")
+
+
+def get_config(args: str = "synthetic"):
+  config = config_lib.base_config("calrec")
+  stage, _, target = (a.strip() for a in args.partition(","))
+  _backbone(config)
+  if stage == "synthetic":
+    config.data.dataset = dict(name="synthetic", num_users=600, num_items=300,
+                               num_clusters=20, seed=0)
+    config.lm.tokenizer_vocab_size = 512
+    config.train.num_steps = 300
+    config.eval.max_users = 200
+    config.eval.num_generations = 5
+  elif stage in ("stage1", "stage2"):
+    target = target or "amazon_office"
+    config.data.dataset = dict(name=target)
+    config.lm.tokenizer_vocab_size = 8000
+    config.eval.max_users = 500
+    if stage == "stage1":
+      config.text.mixture = [dict(dataset=dict(name=name), rate=1.0) for name in MIXTURE]
+      config.train.num_steps = 3000
+    else:
+      config.train.num_steps = 2000
+      config.optimizer.learning_rate = 1e-3
+  else:
+    raise ValueError(f"configs/calrec.py:{args}: use synthetic, stage1[,TARGET] or "
+                     "stage2,TARGET")
+  return config
+
+
+def _backbone(config):
+  config.text.seq_len = 256
+  config.text.max_history_items = 20
+  config.text.item_fields = "title"   # short item texts: what the model writes and BM25 reads
+  config.text.item_max_chars = 80
+  config.calrec.window = 4
+  config.model.preset = "tiny_llama"
+  # Unrolled layers: faster backward pass on XLA:CPU (docs/benchmarks.md); scan on accelerators.
+  config.model.overrides = dict(num_layers=4, hidden_size=128, num_heads=4, num_kv_heads=4,
+                                head_dim=32, mlp_dim=384, scan_layers=False)
+  config.model.dtype = "float32"
+  config.train.batch_size = 16
+  config.train.log_every_steps = 25
+  config.train.checkpoint_every_steps = 100
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.b2 = 0.95
+  config.optimizer.weight_decay = 0.01
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 30
+  config.optimizer.end_factor = 0.1
+  config.optimizer.clip_grad_norm = 1.0
+  config.eval.batch_size = 32
