@@ -12,9 +12,10 @@ trained for 300 steps of 16 x 256 packed tokens (AdamW, cosine schedule). Expect
 cores: 3-6 minutes end to end (166 s measured on a quiet machine, 351 s on a busy one); training
 loss ~0.8 per token; the table printed at the end gives test perplexities of about 1.8 on
 `histories` (held-out users' histories followed by their next item), about 2.6 on
-`histories/target_ppl` (the next item's title alone, given the history) and a very high one
-(~500-650) on `items`: bare item titles are never a training document, so the model is confidently
-wrong about how such a document starts.
+`histories/target_ppl` (the next item's title alone, given the history) and a very high, unstable
+one on `items` (489, 646 and 831 in the three runs recorded so far, docs/benchmarks.md and issue
+9): bare item titles are never a training document, so the model is confidently wrong about how
+such a document starts, and that figure swings with small changes of the run.
 Measured figures are in docs/benchmarks.md.
 
 Any other NAME is a dataset of recjax.data.registry (e.g. amazon_office, ml-100k), read from
