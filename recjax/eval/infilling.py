@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +21,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from recjax.eval import batching
+from recjax.eval.perplexity import PerplexityEvaluator
 from recjax.objectives import glm as glm_objective
 
 HostBatches = Callable[[Any, int], Iterable[dict[str, np.ndarray]]]
 
 
-class InfillingEvaluator:
+class InfillingEvaluator(PerplexityEvaluator):
   """Per-corpus infilling loss, perplexity and accuracy; see the module docstring.
 
   Args:
@@ -39,33 +39,19 @@ class InfillingEvaluator:
   """
 
   name = "infilling"
+  num_sums = 3
 
-  def __init__(self, corpora: Callable[[str], Sequence[Any]], host_batches: HostBatches,
-               batch_size: int, every_steps: int = 0):
-    self.corpora, self.host_batches = corpora, host_batches
-    self.batch_size, self.every_steps = int(batch_size), int(every_steps)
-    self._cache: dict[tuple[str, str, int], list[dict[str, np.ndarray]]] = {}
+  def corpus_metrics(self, corpus: Any, sums: np.ndarray) -> dict[str, float]:
+    nll, count, correct = sums
+    loss = nll / max(count, 1.0)
+    return {f"{corpus.name}/infill_loss": loss,
+            f"{corpus.name}/infill_ppl": math.exp(min(loss, 700.0)),
+            f"{corpus.name}/infill_accuracy": correct / max(count, 1.0),
+            f"{corpus.name}/infill_tokens": count}
 
-  def __call__(self, model: nnx.Module, split: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
-    if split not in ("valid", "test"):
-      raise ValueError(f"split must be 'valid' or 'test', got '{split}'")
-    graphdef, state = nnx.split(model)
-    rows = batching.eval_batch_rows(self.batch_size, mesh)
-    out = {}
-    for corpus in self.corpora(split):
-      key = (split, corpus.name, rows)
-      if key not in self._cache:
-        self._cache[key] = list(self.host_batches(corpus.documents, rows))
-      sums = np.zeros(3, np.float64)
-      for batch, _ in batching.device_batches(self._cache[key], rows, mesh):
-        sums += np.asarray(_infilling_sums(graphdef, state, batch, mesh=mesh), np.float64)
-      nll, count, correct = sums
-      loss = nll / max(count, 1.0)
-      out[f"{corpus.name}/infill_loss"] = loss
-      out[f"{corpus.name}/infill_ppl"] = math.exp(min(loss, 700.0))
-      out[f"{corpus.name}/infill_accuracy"] = correct / max(count, 1.0)
-      out[f"{corpus.name}/infill_tokens"] = count
-    return out
+  @staticmethod
+  def batch_sums(graphdef, state, batch, *, mesh) -> jax.Array:
+    return _infilling_sums(graphdef, state, batch, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mesh"))

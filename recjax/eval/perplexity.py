@@ -37,6 +37,7 @@ class PerplexityEvaluator:
   """
 
   name = "perplexity"
+  num_sums = 4  # what `batch_sums` returns per batch
 
   def __init__(self, corpora: Callable[[str], Sequence[Any]], host_batches: HostBatches,
                batch_size: int, every_steps: int = 0):
@@ -54,19 +55,27 @@ class PerplexityEvaluator:
       key = (split, corpus.name, rows)
       if key not in self._cache:
         self._cache[key] = list(self.host_batches(corpus.documents, rows))
-      sums = np.zeros(4, np.float64)
+      sums = np.zeros(self.num_sums, np.float64)
       for batch, _ in batching.device_batches(self._cache[key], rows, mesh):
-        sums += np.asarray(_eval_sums(graphdef, state, batch, mesh=mesh), np.float64)
-      nll, count, target_nll, target_count = sums
-      loss = nll / max(count, 1.0)
-      out[f"{corpus.name}/loss"] = loss
-      out[f"{corpus.name}/ppl"] = math.exp(min(loss, 700.0))
-      out[f"{corpus.name}/tokens"] = count
-      if corpus.has_answer and target_count:
-        target_loss = target_nll / target_count
-        out[f"{corpus.name}/target_loss"] = target_loss
-        out[f"{corpus.name}/target_ppl"] = math.exp(min(target_loss, 700.0))
+        sums += np.asarray(self.batch_sums(graphdef, state, batch, mesh=mesh), np.float64)
+      out.update(self.corpus_metrics(corpus, sums))
     return out
+
+  def corpus_metrics(self, corpus: Any, sums: np.ndarray) -> dict[str, float]:
+    """The metrics of one corpus from its summed `batch_sums`."""
+    nll, count, target_nll, target_count = sums
+    loss = nll / max(count, 1.0)
+    out = {f"{corpus.name}/loss": loss, f"{corpus.name}/ppl": math.exp(min(loss, 700.0)),
+           f"{corpus.name}/tokens": count}
+    if corpus.has_answer and target_count:
+      target_loss = target_nll / target_count
+      out[f"{corpus.name}/target_loss"] = target_loss
+      out[f"{corpus.name}/target_ppl"] = math.exp(min(target_loss, 700.0))
+    return out
+
+  @staticmethod
+  def batch_sums(graphdef, state, batch, *, mesh) -> jax.Array:
+    return _eval_sums(graphdef, state, batch, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mesh"))
