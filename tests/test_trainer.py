@@ -48,6 +48,28 @@ def test_workdir_outputs(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
 
 
+def test_loss_per_target_is_the_mean_loss_of_one_target(tmp_path):
+  # SASRec's loss.normalize=mean divides by a constant; loss_per_target divides by the targets
+  # actually in the batch, which is what normalize=batch divides by: step 1 (same parameters,
+  # batch and dropout key) must agree, and the window mean is the mean of the logged steps.
+  common = {"train.num_steps": 4, "train.log_every_steps": 2, "loss.name": "ce"}
+  mean = _run(tiny_config(**common, **{"loss.normalize": "mean"}), tmp_path / "mean")
+  per_batch = _run(tiny_config(**common, **{"loss.normalize": "batch"}), tmp_path / "batch")
+  records = {r["step"]: r for r in read_jsonl(tmp_path / "mean" / "metrics.jsonl")
+             if "train/loss" in r}
+  batch_records = [r for r in read_jsonl(tmp_path / "batch" / "metrics.jsonl")
+                   if "train/loss" in r]
+  assert "train/loss_per_target" not in batch_records[0]  # there weight == targets
+  assert records[2]["train/loss_per_target"] != pytest.approx(records[2]["train/loss"])
+  assert mean.losses[0] != pytest.approx(per_batch.losses[0])
+  step1 = _run(tiny_config(**{**common, "train.num_steps": 1, "train.log_every_steps": 1,
+                              "loss.normalize": "mean"}), tmp_path / "one")
+  first = [r for r in read_jsonl(tmp_path / "one" / "metrics.jsonl") if "train/loss" in r][0]
+  assert first["train/loss_per_target"] == pytest.approx(per_batch.losses[0], rel=1e-5)
+  assert step1.losses[0] == pytest.approx(mean.losses[0], rel=1e-6)
+  assert "train/loss_per_target_window" in records[4]
+
+
 @pytest.mark.parametrize("mesh", [dict(data=8), dict(data=2, fsdp=2, tensor=2), dict(fsdp=4)])
 def test_sharded_training_matches_one_device(tmp_path, mesh):
   one = _run(tiny_config(), tmp_path / "one", devices=jax.devices()[:1])

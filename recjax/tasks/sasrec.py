@@ -129,6 +129,7 @@ class SASRecTask:
       else:
         loss_sum, weight, metrics = ranking_loss.bce(pos, neg, valid, neg_mask)
     if self.config.loss.normalize == "mean":  # a constant: each position weighs the same
+      metrics = {**metrics, "targets": weight}
       weight = jnp.float32(targets.shape[0] * self.mean_positions)
     return loss_sum, weight, metrics
 

@@ -71,7 +71,13 @@ class Task(Protocol):
 
   def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array],
            rngs: nnx.Rngs) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-    """(sum of per-example losses, sum of example weights, extra metrics as sums)."""
+    """(sum of per-example losses, sum of example weights, extra metrics as sums).
+
+    The trainer divides the loss and every extra metric by the weight. A task whose weight is
+    not its number of targets (SASRec's `loss.normalize=mean` divides by a constant) reports
+    that number as `extra["targets"]`; the trainer then also logs `loss_per_target`, the mean
+    loss of one target, exact under gradient accumulation.
+    """
 
   def summary(self) -> str:
     """What the task trains on (dataset, its data report, model size), printed at start."""
@@ -324,6 +330,9 @@ def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: 
     grads = jax.tree.map(lambda g: g / weight, grads)
     optimizer.update(model, grads)
     metrics = {"loss": loss_sum / weight, "grad_norm": _global_norm(grads)}
+    targets = extra.pop("targets", None)
+    if targets is not None:
+      metrics["loss_per_target"] = loss_sum / jnp.maximum(targets, 1.0)
     metrics.update({k: v / weight for k, v in extra.items()})
     return nnx.state((model, optimizer)), metrics
 
@@ -429,11 +438,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
   valid_step = -1
   stopped = False
   pending: tuple[int, dict[str, jax.Array]] | None = None
-  window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+  window_start, window_steps = time.perf_counter(), 0
+  window_sums: dict[str, float] = {}  # loss and loss_per_target summed over the window
 
   def finish_step(step: int, metrics: dict[str, jax.Array]):
     """Host-side bookkeeping for a finished step, one step behind to keep dispatch async."""
-    nonlocal window_start, window_steps, window_loss
+    nonlocal window_start, window_steps
     loss = float(metrics["loss"])
     if not np.isfinite(loss):
       manager.wait_until_finished()
@@ -443,18 +453,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
           f"optimizer.learning_rate or set optimizer.clip_grad_norm.")
     losses.append(loss)
     window_steps += 1
-    window_loss += loss
+    for name in ("loss", "loss_per_target"):
+      if name in metrics:
+        window_sums[name] = window_sums.get(name, 0.0) + float(metrics[name])
     if step % tcfg.log_every_steps == 0 or step == num_steps:
       elapsed = time.perf_counter() - window_start
       scalars = {k: float(v) for k, v in metrics.items()}
-      # train/loss is this step's loss; batches differ (length buckets), so the mean over the
-      # steps since the last log is the figure to watch.
-      scalars["loss_window"] = window_loss / window_steps
+      # train/loss is this step's loss; batches differ (length buckets), so the means over
+      # the steps since the last log are the figures to watch.
+      for name, total in window_sums.items():
+        scalars[f"{name}_window"] = total / window_steps
       scalars["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
       writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
       if progress is not None:
-        progress.set_postfix(loss=f"{scalars['loss_window']:.4f}", refresh=False)
-      window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+        postfix = {"loss": f"{scalars['loss_window']:.4f}"}
+        if "loss_per_target_window" in scalars:
+          postfix["per_target"] = f"{scalars['loss_per_target_window']:.4f}"
+        progress.set_postfix(postfix, refresh=False)
+      window_start, window_steps = time.perf_counter(), 0
+      window_sums.clear()
 
   def flush_pending():
     """Checks the last dispatched step now (before evaluating, saving or stopping)."""
