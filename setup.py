@@ -25,11 +25,14 @@ SEQIO = ["seqio", "tensorflow-datasets", "importlib_resources", "sentencepiece==
 # recjax/curriculum (semantic IDs: TF-IDF+SVD and k-means; offline wordllama embeddings, which
 # ship inside the ~19 MB wheel) and recjax/scaling (power-law fits with curve_fit).
 CURRICULUM = ["scikit-learn>=1.5", "scipy>=1.11", "wordllama>=0.4"]
-TEST = HF + CURRICULUM + [
+# recjax.workdir.plot_metrics and docs/notebooks/ (Colab has it already).
+NOTEBOOK = ["matplotlib"]
+TEST = HF + CURRICULUM + NOTEBOOK + [
     "pytest>=8",
     "pytest-xdist>=3.5",
     "torch==2.13.0",  # the CPU wheel on disk; an unpinned torch pulls GBs of CUDA packages
     "transformers>=4.50",
+    "nbclient", "nbformat", "ipykernel",  # tests/test_notebook.py runs the notebook on a kernel
 ] + SEQIO  # the SeqIO/TFDS adapters are tested too (+~30 s install, TensorFlow CPU)
 LAUNCH = ["xmanager"]
 TENSORBOARD = ["tensorboard"]  # the UI only: recjax writes event files with tensorboardX
@@ -45,5 +48,5 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={"test": TEST, "hf": HF, "seqio": SEQIO, "launch": LAUNCH,
-                    "tpu": TPU, "curriculum": CURRICULUM, "tensorboard": TENSORBOARD},
+                    "tpu": TPU, "notebook": NOTEBOOK, "curriculum": CURRICULUM, "tensorboard": TENSORBOARD},
 )

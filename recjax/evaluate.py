@@ -2,11 +2,12 @@
 
     python -m recjax.evaluate --workdir=/tmp/recjax_quickstart [--step=N] [--split=test]
 
-Reads the experiment's `config.json` from the workdir, restores the checkpoint (the latest if
---step is not given) without touching the workdir's checkpoints (a running experiment keeps
-its own), runs every evaluator of the task, prints the same table as `recjax.main` (the model
-and the task's baselines, one row per split) and writes `eval_step{N}_{split}.json`. Errors a
-user can fix (no such workdir or step, a corrupt checkpoint) end with one `error:` line.
+Reads the experiment's `config.json` from the workdir, restores the checkpoint's model (the
+latest if --step is not given; `recjax.workdir.open_workdir`) without touching the workdir's
+checkpoints (a running experiment keeps its own), runs every evaluator of the task, prints the
+same table as `recjax.main` (the model and the task's baselines, one row per split) and writes
+`eval_step{N}_{split}.json`. Errors a user can fix (no such workdir or step, a corrupt
+checkpoint) end with one `error:` line.
 """
 from __future__ import annotations
 
@@ -30,36 +31,9 @@ flags.mark_flag_as_required("workdir")
 def evaluate_checkpoint(workdir: str, step: int | None,
                         splits: list[str]) -> tuple[int, dict[str, dict[str, float]], Task]:
   """Restores `step` (default latest) from `workdir`: (step, {split: metrics}, task)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from recjax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from recjax.tasks import build_task  # pylint: disable=g-import-not-at-top
-  from recjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from recjax.train import sharding as shard_lib  # pylint: disable=g-import-not-at-top
-  from recjax.train import trainer  # pylint: disable=g-import-not-at-top
-
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: --workdir must be a directory written "
-                            "by `python -m recjax.main`")
-  with open(config_path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config_lib.check_config(config)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = ckpt_lib.finished_steps(ckpt_dir) if os.path.isdir(ckpt_dir) else []
-  if not steps:
-    raise FileNotFoundError(f"no finished checkpoint in {ckpt_dir}")
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise ValueError(f"no checkpoint for step {step} in {ckpt_dir}; have {steps}")
-  task = build_task(config)
-  mesh = shard_lib.make_mesh(config.mesh)
-  train_state = trainer.create_train_state(config, task, mesh)
-  train_state.state = ckpt_lib.restore_state(ckpt_dir, step, train_state.state)
-  with jax.set_mesh(mesh):
-    model = train_state.model()
-    results = {split: trainer.evaluate(task, model, split, mesh) for split in splits}
-  return step, results, task
+  from recjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  opened = workdir_lib.open_workdir(workdir, step)
+  return opened.step, opened.evaluate(splits), opened.task
 
 
 def main(argv) -> None:

@@ -23,12 +23,17 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be read."""
 
 
+def _resolve(directory: str) -> str:
+  """An absolute local path, or a URL (gs://...) unchanged: Orbax opens both."""
+  return directory if "://" in directory else os.path.abspath(directory)
+
+
 def make_manager(directory: str, *, max_to_keep: int, async_save: bool,
                  best_metric: str | None = None, best_mode: str = "max") -> ocp.CheckpointManager:
   """A CheckpointManager over `directory` keeping `max_to_keep` steps (or the best ones).
 
   It deletes leftover temporary directories: only for the run's own workdir (another run's are
-  read with `finished_steps`, `restore_state` and `restore_model_arrays`).
+  read with `finished_steps` and `restore_model_arrays`).
   """
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
@@ -39,7 +44,7 @@ def make_manager(directory: str, *, max_to_keep: int, async_save: bool,
       best_mode=best_mode,
       keep_checkpoints_without_metrics=True,
   )
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+  return ocp.CheckpointManager(_resolve(directory), options=options,
                                item_names=("state", "data"))
 
 
@@ -69,26 +74,14 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   return restored["state"]
 
 
-def restore_state(directory: str, step: int, abstract_state: Any) -> Any:
-  """Reads the train state at `step` of `directory` (read-only) onto `abstract_state`'s
-  shardings, without the data iterator: for evaluating another (possibly running) run."""
-  path = os.path.join(os.path.abspath(directory), str(step), "state")
-  try:
-    return ocp.StandardCheckpointer().restore(path, abstract_state)
-  except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
-    raise CheckpointError(
-        f"checkpoint {path} is corrupt or incompatible with this model ({type(e).__name__}: "
-        f"{str(e).splitlines()[0][:300] if str(e) else ''})") from e
-
-
 def finished_steps(directory: str) -> list[int]:
   """The steps of the finished checkpoints in `directory`, read-only (another run's may be live)."""
-  return sorted(ocp.path.step.checkpoint_steps(os.path.abspath(directory)))
+  return sorted(ocp.path.step.checkpoint_steps(_resolve(directory)))
 
 
 def model_metadata(directory: str, step: int) -> dict[tuple[str, ...], tuple[tuple[int, ...], Any]]:
   """{variable path: (shape, dtype)} of the model's variables in the checkpoint at `step`."""
-  path = os.path.join(os.path.abspath(directory), str(step), "state")
+  path = os.path.join(_resolve(directory), str(step), "state")
   try:
     tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path)).tree
   except Exception as e:  # pylint: disable=broad-except
@@ -110,7 +103,7 @@ def restore_model_arrays(directory: str, step: int,
   Each array comes back with the shape, dtype and sharding of its target (an Orbax partial
   restore: the optimizer state and the other variables are not read).
   """
-  path = os.path.join(os.path.abspath(directory), str(step), "state")
+  path = os.path.join(_resolve(directory), str(step), "state")
   item: dict[str, Any] = {}
   for names, target in targets.items():
     node = item.setdefault("0", {})
