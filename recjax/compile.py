@@ -229,6 +229,7 @@ class StepReport:
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
                 "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "f8e4m3fn": 1, "f8e5m2": 1}
 _ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s+\(.*\)\s+->\s+.*\{\s*$")
 _OP = re.compile(r"=\s*(?:\([^=]*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
 
 
@@ -251,24 +252,34 @@ def count_collectives(hlo_text: str, num_devices: int) -> dict[str, Collective]:
   """Collectives in compiled HLO text: op count, bytes and a ring estimate of bytes sent.
 
   Static counts: an op inside a loop body (scanned layers, gradient accumulation) counts once
-  although it runs once per iteration.
+  although it runs once per iteration. libtpu writes a reduce-scatter as an all-reduce followed
+  by a dynamic slice inside an `all-reduce-scatter` fusion computation: it counts as the
+  reduce-scatter it is.
   """
   out = {name: Collective() for name in COLLECTIVES}
+  computation = ""
   for line in hlo_text.splitlines():
+    header = _COMPUTATION.match(line)
+    if header:
+      computation = header.group(1)
+      continue
     m = _OP.search(line)
     if not m:
       continue
+    kind = m.group(1)
+    if kind == "all-reduce" and computation.startswith("all-reduce-scatter"):
+      kind = "reduce-scatter"
     sizes = [math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES[dt]
              for dt, dims in _ARRAY.findall(line)]
     size = max(sizes, default=0)
     n = _group_size(line, num_devices)
     share = (n - 1) / n if n > 1 else 0.0
-    c = out[m.group(1)]
+    c = out[kind]
     c.count += 1
     c.bytes += size
     # Ring algorithms: all-reduce = reduce-scatter + all-gather; permutes send their buffer.
-    c.ici_bytes += size * (2 * share if m.group(1) == "all-reduce" else
-                           1.0 if m.group(1) == "collective-permute" else share)
+    c.ici_bytes += size * (2 * share if kind == "all-reduce" else
+                           1.0 if kind == "collective-permute" else share)
   return out
 
 
@@ -281,7 +292,7 @@ def analyse(name: str, jitted, args, num_devices: int) -> StepReport:
     compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except
     # libtpu refuses programs whose temporaries exceed the chip's HBM.
-    m = re.search(r"RESOURCE_EXHAUSTED: (.*?exceeds available HBM[^.\n]*)", str(e))
+    m = re.search(r"RESOURCE_EXHAUSTED: (.*?exceeds available HBM(?: \([\d.]+\w*\))?)", str(e))
     if m:
       raise DoesNotFitError(f"the {name} does not fit: {m.group(1)}. Knobs that lower it: " +
                             "; ".join(KNOBS)) from e

@@ -97,11 +97,10 @@ def test_train_step_memory_flops_and_fsdp_collectives(compiled):
   matmul_params = cfg.num_params() - cfg.vocab_size * cfg.hidden_size
   assert train.model_flops == pytest.approx(6 * matmul_params * tokens, rel=0.05)
   assert 0.95 < train.flops / train.model_flops < 1.15
-  # fsdp produces all-gathers; today XLA gathers activations rather than weights and all-reduces
-  # the gradients instead of reduce-scattering them (docs/scaling.md, "What the compiled HLO
-  # shows").
+  # fsdp: each layer's weights all-gathered, their gradients reduce-scattered (libtpu writes a
+  # reduce-scatter as an all-reduce-scatter fusion; count_collectives reads it as one).
   assert train.collectives["all-gather"].count > 0
-  assert train.collectives["all-reduce"].count + train.collectives["reduce-scatter"].count > 0
+  assert train.collectives["reduce-scatter"].count > 0
   # The eval forward pass: about a third of the train step's FLOPs, fewer temporaries.
   assert 0.25 < evaluate.flops / train.flops < 0.45
   assert evaluate.temp_bytes < train.temp_bytes

@@ -227,3 +227,22 @@ def test_remat_keeps_gradients(policy):
 
   ref, got = grads(cfg), grads(dataclasses.replace(cfg, remat_policy=policy))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ref, got)
+
+
+def test_residual_stream_is_pinned_to_the_batch_axes():
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from recjax.models import layers  # pylint: disable=g-import-not-at-top
+  from recjax.train import sharding as shard_lib  # pylint: disable=g-import-not-at-top
+  assert layers.BATCH_AXES == shard_lib.BATCH_AXES
+  mesh = shard_lib.make_mesh(dict(data=2, fsdp=2, tensor=2), jax.devices()[:8])
+  replicated = NamedSharding(mesh, PartitionSpec())
+  f = jax.jit(lambda x: layers.constrain_batch(x * 2), in_shardings=replicated)
+  with jax.set_mesh(mesh):
+    pinned = f(jnp.ones((8, 3, 4)))
+    odd = f(jnp.ones((6, 3, 4)))  # 6 rows do not divide over data x fsdp = 4: left alone
+  assert pinned.sharding.is_equivalent_to(
+      NamedSharding(mesh, PartitionSpec(("data", "fsdp"))), 3)
+  assert odd.sharding.is_equivalent_to(replicated, 3)
+  np.testing.assert_array_equal(np.asarray(pinned), 2.0)
+  x = jnp.ones((8, 3, 4))
+  assert layers.constrain_batch(x) is x  # no mesh: nothing to pin

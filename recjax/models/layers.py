@@ -1,7 +1,8 @@
 """The layers of the decoder-only LLM: projections, RMSNorm, RoPE, attention, MLP, block.
 
 Every parameter carries logical axis names (`vocab`, `embed`, `mlp`, `heads`, `kv_heads`,
-`head_dim`) as sharding metadata; the trainer maps them to mesh axes.
+`head_dim`) as sharding metadata; the trainer maps them to mesh axes. The residual stream is
+pinned to the batch's sharding (`constrain_batch`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,29 @@ import numpy as np
 from recjax.models.llm_config import ACTIVATIONS, LLMConfig
 
 Array = jax.Array
+
+
+# The mesh axes a batch is split over: recjax/train/sharding.py's BATCH_AXES (the model does not
+# import the trainer; tests/test_llm_model.py checks the two agree).
+BATCH_AXES = ('data', 'fsdp')
+
+
+def constrain_batch(x: Array) -> Array:
+  """Pins x's leading (batch) dimension to the batch mesh axes, its other dimensions whole.
+
+  Inside a mesh context (`jax.set_mesh`). Without it, with fsdp-sharded weights XLA's sharding
+  propagation follows the weights and gathers activations at the global batch, so activation
+  memory per chip does not shrink with the fsdp axis (docs/scaling.md, "What the compiled HLO
+  shows"). A no-op outside a mesh, when the batch axes have size 1, or when the batch does not
+  divide over them (small decoding batches).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
+  if not axes or x.shape[0] % math.prod(mesh.shape[a] for a in axes):
+    return x
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(axes))
 
 
 def make_param(rngs: nnx.Rngs, init, shape: Sequence[int], names: Sequence[Any],

@@ -22,7 +22,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from recjax.models.layers import Block, RMSNorm, make_param, rope_inv_freq, rope_tables
+from recjax.models.layers import (Block, RMSNorm, constrain_batch, make_param, rope_inv_freq,
+                                  rope_tables)
 from recjax.models.llm_config import REMAT_POLICIES, LLMConfig
 # Re-exported: callers (tasks, tests, benchmarks) reach the config, presets and layers as `llm.X`.
 from recjax.models.layers import Attention, Linear, MLP  # pylint: disable=unused-import
@@ -191,7 +192,7 @@ class LLM(nnx.Module):
     if positions is None:
       positions = jnp.broadcast_to(q_slot[None], (b, t))
 
-    x = self._embed(tokens, extra_positions)
+    x = constrain_batch(self._embed(tokens, extra_positions))
     masks, cache = self._masks(q_slot, b, segment_ids, attention_mask_kind, prefix_lengths,
                                prefix_mask, cache)
     ropes = self._rope(positions)
@@ -290,6 +291,7 @@ class LLM(nnx.Module):
         else:
           mask = jnp.where(is_local, masks.local, masks.global_)
       x, kv = block(x, sin, cos, mask, mask is None, kv, cache_index)
+      x = constrain_batch(x)
       if target is not None:
         selected = jnp.where(layer_idx == target, x, selected)
       return x, selected, kv
