@@ -1,6 +1,7 @@
 """The shared trainer: exact resume, sharding invariance, accumulation, NaN and bad checkpoints."""
 import os
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -90,6 +91,32 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
   a = _run(base, tmp_path / "a", devices=jax.devices()[:1])
   b = _run(accum, tmp_path / "b", devices=jax.devices()[:1])
   np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+
+
+def test_signal_on_a_checkpointed_step_stops_cleanly_and_resumes(tmp_path):
+  # SIGTERM arrives while step 3's batch is read; step 3 is a checkpoint step, so the stop must
+  # not save step 3 a second time.
+  config = tiny_config(**{"train.num_steps": 6, "train.checkpoint_every_steps": 3})
+  task = tiny_task(config)
+  real_train_data = task.train_data
+
+  def train_data(process_index, process_count):
+    reads = []
+
+    def signal_on_third(batch):
+      reads.append(1)
+      if len(reads) == 3:  # synchronous: config.data.num_threads = 0
+        os.kill(os.getpid(), signal.SIGTERM)
+      return batch
+    return real_train_data(process_index, process_count).map(signal_on_third)
+
+  task.train_data = train_data
+  stopped = trainer.train_and_evaluate(config, task, str(tmp_path))
+  assert stopped.stopped_by_signal and stopped.step == 3
+  assert ckpt_lib.finished_steps(str(tmp_path / "checkpoints")) == [3]
+  resumed = _run(config, tmp_path)
+  full = _run(config, tmp_path / "full")
+  assert stopped.losses + resumed.losses == full.losses
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

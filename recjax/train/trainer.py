@@ -514,7 +514,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
         flush_pending()
         logging.warning("signal %s received: saving step %d and exiting", stop_signal.received,
                         step)
-        ckpt_lib.save(manager, step, train_state.state, data_iter, force=True)
+        if manager.latest_step() != step:  # this step may have just been checkpointed
+          ckpt_lib.save(manager, step, train_state.state, data_iter, force=True)
         stopped = True
         break
     flush_pending()
