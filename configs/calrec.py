@@ -1,6 +1,13 @@
 """CALRec (two-tower contrastive + next-item generation, two stages): configs/calrec.py:ARGS.
 
-ARGS is `synthetic` (default), `stage1[,TARGET]` or `stage2,TARGET`:
+The whole chain in one command (continual pre-training -> stage 1 -> stage 2, each evaluated at
+its end; re-running skips finished steps and resumes an interrupted one; recjax/chain.py):
+
+    python -m recjax.chain --config=configs/calrec.py:amazon_office --workdir=/tmp/calrec_office
+    python -m recjax.chain --config=configs/calrec.py:synthetic --workdir=/tmp/calrec_chain
+
+`get_chain(TARGET)` below lists the steps. ARGS of one step is `synthetic` (default),
+`cpt[,TARGET]`, `stage1[,TARGET]` or `stage2,TARGET`:
 
     # One run on synthetic data (no download):
     python -m recjax.main --config=configs/calrec.py --workdir=/tmp/calrec_synthetic
@@ -16,8 +23,8 @@ ARGS is `synthetic` (default), `stage1[,TARGET]` or `stage2,TARGET`:
 
 Stage 2 must use stage 1's tokenizer (each stage would otherwise train an 8,000-piece
 SentencePiece model from its own training text): hence the two tokenizer overrides above.
-Continual pre-training first (configs/lm.py on the text) and `init_from` an lm workdir is not
-possible yet: the trainer refuses a workdir of another task (docs/calrec.md).
+A stage may also start from continual pre-training (a configs/lm.py workdir on the same
+backbone): `--config.init_from.path=<lm workdir>` and that run's `tokenizer.model`.
 Re-running a command resumes its workdir; a finished one is only evaluated again.
 
 `synthetic`: recjax's synthetic dataset (600 users, 300 items, titles naming their cluster), a
@@ -36,13 +43,27 @@ MIXTURE = ("amazon_office", "amazon_scientific", "amazon_games6k", "ml-1m-pos",
            "amazon2018_gift_cards")
 
 
+SYNTHETIC = dict(name="synthetic", num_users=600, num_items=300, num_clusters=20, seed=0)
+
+
+def get_chain(target: str = "synthetic") -> list[tuple[str, str]]:
+  """The steps `python -m recjax.chain` runs, in order: (workdir name, get_config argument)."""
+  if target == "synthetic":
+    return [("cpt", "cpt,synthetic"), ("calrec", "synthetic")]
+  return [("cpt", f"cpt,{target}"), ("stage1", f"stage1,{target}"),
+          ("stage2", f"stage2,{target}")]
+
+
 def get_config(args: str = "synthetic"):
-  config = config_lib.base_config("calrec")
   stage, _, target = (a.strip() for a in args.partition(","))
+  if stage == "cpt":
+    return _cpt(target or "amazon_office")
+  config = config_lib.base_config("calrec")
   _backbone(config)
+  config.calrec.window = 4
+  config.eval.batch_size = 32
   if stage == "synthetic":
-    config.data.dataset = dict(name="synthetic", num_users=600, num_items=300,
-                               num_clusters=20, seed=0)
+    config.data.dataset = dict(SYNTHETIC)
     config.lm.tokenizer_vocab_size = 512
     config.train.num_steps = 300
     config.eval.max_users = 200
@@ -59,8 +80,25 @@ def get_config(args: str = "synthetic"):
       config.train.num_steps = 2000
       config.optimizer.learning_rate = 1e-3
   else:
-    raise ValueError(f"configs/calrec.py:{args}: use synthetic, stage1[,TARGET] or "
-                     "stage2,TARGET")
+    raise ValueError(f"configs/calrec.py:{args}: use synthetic, cpt[,TARGET], stage1[,TARGET] "
+                     "or stage2,TARGET")
+  return config
+
+
+def _cpt(target: str):
+  """Continual pre-training (the lm task, causal LM) on the text stage 1 trains on."""
+  config = config_lib.base_config("lm")
+  _backbone(config)
+  if target == "synthetic":
+    config.data.dataset = dict(SYNTHETIC)
+    config.lm.tokenizer_vocab_size = 512
+    config.train.num_steps = 300
+  else:
+    config.data.dataset = dict(name=target)
+    config.text.mixture = [dict(dataset=dict(name=name), rate=1.0) for name in MIXTURE]
+    config.lm.tokenizer_vocab_size = 8000
+    config.train.num_steps = 1000
+  config.eval.corpora = "histories"
   return config
 
 
@@ -69,7 +107,6 @@ def _backbone(config):
   config.text.max_history_items = 20
   config.text.item_fields = "title"   # short item texts: what the model writes and BM25 reads
   config.text.item_max_chars = 80
-  config.calrec.window = 4
   config.model.preset = "tiny_llama"
   # Unrolled layers: faster backward pass on XLA:CPU (docs/benchmarks.md); scan on accelerators.
   config.model.overrides = dict(num_layers=4, hidden_size=128, num_heads=4, num_kv_heads=4,
@@ -86,4 +123,3 @@ def _backbone(config):
   config.optimizer.warmup_steps = 30
   config.optimizer.end_factor = 0.1
   config.optimizer.clip_grad_norm = 1.0
-  config.eval.batch_size = 32
