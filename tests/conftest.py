@@ -7,6 +7,10 @@ import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# libtpu (the test extra has it, for tests/test_compile.py): no metadata server to ask, and the
+# two xdist workers may both load it.
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("RECJAX_DATA_DIR", str(REPO.parent / "shared" / "data"))
 

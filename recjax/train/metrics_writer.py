@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import TYPE_CHECKING, Mapping
 
 import jax
@@ -25,7 +26,11 @@ class MetricsWriter:
     self._tb = None
     self._jsonl = None
     if self.enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      with warnings.catch_warnings():
+        # tensorboardX imports google-cloud-storage where installed (the launch extra), whose
+        # google.api_core warns about the Python version on import: nothing a run can act on.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       os.makedirs(workdir, exist_ok=True)
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
