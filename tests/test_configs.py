@@ -36,6 +36,27 @@ def test_sasrec_config_builds_its_task(name):
   assert len(task.split.test) > 0 and task.split.num_items == task.data.num_items
 
 
+def test_sasrec_ce_variant_is_the_command_measured_in_benchmarks():
+  # docs/benchmarks.md, "SASRec under full-ranking CE": the command + attend_to_padding.
+  ce = SASREC.get_config("amazon_beauty,ce")
+  measured = SASREC.get_config("amazon_beauty")
+  for key, value in {"loss.name": "ce", "model.hidden": 64, "model.dropout": 0.1,
+                     "train.num_epochs": 20, "train.eval_every_steps": 175,
+                     "train.checkpoint_every_steps": 175, "train.best_metric": "ndcg@10",
+                     "eval.exclude_history": True, "model.attend_to_padding": True}.items():
+    node = measured
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  assert ce.to_dict() == measured.to_dict()
+  config_lib.check_config(ce)
+  assert SASREC.get_config("amazon_beauty,bce").to_dict() == SASREC.get_config(
+      "amazon_beauty").to_dict()
+  with pytest.raises(ValueError, match="bce or ce"):
+    SASREC.get_config("amazon_beauty,gbce")
+
+
 def test_unknown_sasrec_dataset_is_named():
   with pytest.raises(ValueError, match="no_such"):
     SASREC.get_config("no_such")
