@@ -107,19 +107,4 @@ def _backbone(config):
   config.text.max_history_items = 20
   config.text.item_fields = "title"   # short item texts: what the model writes and BM25 reads
   config.text.item_max_chars = 80
-  config.model.preset = "tiny_llama"
-  # Unrolled layers: faster backward pass on XLA:CPU (docs/benchmarks.md); scan on accelerators.
-  config.model.overrides = dict(num_layers=4, hidden_size=128, num_heads=4, num_kv_heads=4,
-                                head_dim=32, mlp_dim=384, scan_layers=False)
-  config.model.dtype = "float32"
-  config.train.batch_size = 16
-  config.train.log_every_steps = 25
-  config.train.checkpoint_every_steps = 100
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 3e-3
-  config.optimizer.b2 = 0.95
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 30
-  config.optimizer.end_factor = 0.1
-  config.optimizer.clip_grad_norm = 1.0
+  config_lib.cpu_backbone(config)

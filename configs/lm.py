@@ -44,22 +44,6 @@ def get_config(name: str = "synthetic"):
     config.train.num_steps = 1000
   config.text.templates = "calrec,profile"
   config.text.seq_len = 256
-  config.model.preset = "tiny_llama"
-  # Unrolled layers: on XLA:CPU the scanned backward pass transposes activations slowly
-  # (benchmarks/lm_cpu.py, docs/benchmarks.md); keep scan_layers=True on accelerators.
-  config.model.overrides = dict(num_layers=4, hidden_size=128, num_heads=4, num_kv_heads=4,
-                                head_dim=32, mlp_dim=384, scan_layers=False)
-  config.model.dtype = "float32"
-  config.train.batch_size = 16
-  config.train.log_every_steps = 25
-  config.train.checkpoint_every_steps = 100
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 3e-3
-  config.optimizer.b2 = 0.95
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 30
-  config.optimizer.end_factor = 0.1
-  config.optimizer.clip_grad_norm = 1.0
+  config_lib.cpu_backbone(config)
   config.eval.max_documents = 256
   return config

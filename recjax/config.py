@@ -68,6 +68,25 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   return config
 
 
+def cpu_backbone(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The small LLM recipe configs/lm.py, glm.py and calrec.py share: `tiny_llama` widened to
+  4 x 128 (about 1M parameters, float32), 16 rows per step, AdamW with a cosine schedule; what
+  trains in minutes on 2 CPU cores. Sets `config` in place and returns it."""
+  config.model.preset = "tiny_llama"
+  # Unrolled layers: on XLA:CPU the scanned backward pass transposes activations slowly
+  # (benchmarks/lm_cpu.py, docs/benchmarks.md); keep scan_layers=True on accelerators.
+  config.model.overrides = dict(num_layers=4, hidden_size=128, num_heads=4, num_kv_heads=4,
+                                head_dim=32, mlp_dim=384, scan_layers=False)
+  config.model.dtype = "float32"
+  config.train.batch_size = 16
+  config.train.log_every_steps = 25
+  config.train.checkpoint_every_steps = 100
+  config.optimizer.update(dict(name="adamw", learning_rate=3e-3, b2=0.95, weight_decay=0.01,
+                               schedule="cosine", warmup_steps=30, end_factor=0.1,
+                               clip_grad_norm=1.0))
+  return config
+
+
 def _flatten(cfg: ml_collections.ConfigDict, prefix: str = "") -> dict[str, object]:
   out = {}
   for key, value in cfg.items():
