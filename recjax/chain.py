@@ -77,8 +77,12 @@ def split_overrides(argv: list[str], names: list[str]) -> dict[str, list[str]]:
 
 
 def step_commands(path: str, steps: list[tuple[str, str]], workdir: str,
-                  overrides: dict[str, list[str]], selected: list[str]) -> list[tuple[str, list[str]]]:
-  """(name, argv) of each selected step, in chain order."""
+                  overrides: dict[str, list[str]], selected: list[str],
+                  dry_run: bool = False) -> list[tuple[str, list[str]]]:
+  """(name, argv) of each selected step, in chain order.
+
+  Later steps read the first step's tokenizer when it wrote one (a dry run assumes it will).
+  """
   names = [name for name, _ in steps]
   unknown = [s for s in selected if s not in names]
   if unknown:
@@ -92,7 +96,7 @@ def step_commands(path: str, steps: list[tuple[str, str]], workdir: str,
       first, previous = chosen[0][0], chosen[k - 1][0]
       argv.append(f"--config.init_from.path={os.path.join(workdir, previous)}")
       tokenizer = os.path.join(workdir, first, "tokenizer.model")
-      if os.path.exists(tokenizer) or FLAGS.dry_run:
+      if os.path.exists(tokenizer) or dry_run:
         argv += [f"--config.text.tokenizer={tokenizer}", "--config.lm.tokenizer_vocab_size=0"]
     argv += overrides[""] + overrides.get(name, [])
     commands.append((name, argv))
@@ -103,13 +107,14 @@ def main(argv: list[str]) -> None:
   try:
     path, steps = load_chain(FLAGS.config)
     overrides = split_overrides(argv[1:], [name for name, _ in steps])
-    # Built one at a time: a step's tokenizer flag depends on what the first step wrote.
-    names = [name for name, _ in step_commands(path, steps, FLAGS.workdir, overrides,
-                                               FLAGS.steps)]
+    build = lambda: step_commands(path, steps, FLAGS.workdir, overrides, FLAGS.steps,
+                                  FLAGS.dry_run)
+    names = [name for name, _ in build()]
   except ValueError as e:
     sys.exit(f"error: {e}")
   for k, name in enumerate(names):
-    _, command = step_commands(path, steps, FLAGS.workdir, overrides, FLAGS.steps)[k]
+    # Rebuilt before each step: its tokenizer flag depends on what the first step wrote.
+    _, command = build()[k]
     step_dir = os.path.join(FLAGS.workdir, name)
     header = f"== step {k + 1}/{len(names)} {name}"
     if os.path.exists(os.path.join(step_dir, "results.json")):
