@@ -90,14 +90,22 @@ def popularity_ranks(popularity: np.ndarray, users: EvalUsers,
   """0-based pessimistic ranks of the targets under most-popular-first (training counts)."""
   scores = np.asarray(popularity, np.float64).copy()
   scores[0] = -np.inf
+  return pessimistic_ranks(scores, users, exclude_history)
+
+
+def pessimistic_ranks(scores: np.ndarray, users: EvalUsers,
+                      exclude_history: bool) -> np.ndarray:
+  """0-based ranks of the targets, ties counted against them; `scores` is one row [V] for
+  every user or a row per user [U, V], id 0 already -inf. A target inside an excluded history
+  gets MISS."""
   ranks = np.empty(len(users), np.int64)
   for i, target in enumerate(users.targets):
-    s = scores
+    s = scores if scores.ndim == 1 else scores[i]
     if exclude_history:
       if target in users.histories[i]:
         ranks[i] = MISS
         continue
-      s = scores.copy()
+      s = s.copy()
       s[users.histories[i]] = -np.inf
     ranks[i] = int(np.sum(s > s[target]) + np.sum(s == s[target]) - 1)
   return ranks
@@ -214,17 +222,7 @@ class DenseEvaluator(_Base):
                          batch_size=self.batch_size, mesh=mesh)
     scores = np.asarray(retrieval.dense_scores(queries, items), np.float64)
     scores = np.concatenate([np.full((len(scores), 1), -np.inf), scores], axis=1)
-    ranks = np.empty(len(users), np.int64)
-    for i, target in enumerate(users.targets):
-      s = scores[i]
-      if self.exclude_history:
-        if target in users.histories[i]:
-          ranks[i] = MISS
-          continue
-        s = s.copy()
-        s[users.histories[i]] = -np.inf
-      ranks[i] = int(np.sum(s > s[target]) + np.sum(s == s[target]) - 1)
-    return ranks, {}
+    return pessimistic_ranks(scores, users, self.exclude_history), {}
 
 
 class _Generative(_Base):
