@@ -418,6 +418,45 @@ def test_answer_as_gmask(tok, ids):
   assert ids.gmask not in plain["tokens"].tolist()
 
 
+def test_answer_prompt_is_the_training_layout_up_to_sop(tok, ids):
+  # The prompt/answer document of test_answer_as_gmask, with an entity in the prompt: the
+  # inference prompt of its prompt alone is the training example's Part A + [sop], exactly.
+  ex = _example([10, 11, 12, 13, 14], [(1, 3), (4, 6)], loss_mask=[0, 0, 0, 1, 1, 1, 1])
+  transform = infilling.BlankInfilling(tok, _config("entity", target_as_gmask=True), 64)
+  train = transform.random_map(ex, np.random.default_rng(0))
+  prompt = infilling.answer_prompt(_example([10, 11], [(1, 3)]), ids)
+  n = len(prompt["tokens"])
+  for key in ("tokens", "inter_positions", "intra_positions", "prefix_mask"):
+    np.testing.assert_array_equal(prompt[key], train[key][:n], err_msg=key)
+  assert prompt["tokens"][-1] == ids.sop and int(prompt["mask_position"]) == 3
+  assert train["inter_positions"][n:].tolist() == [3, 3, 3]  # the answer sits at the mask
+  one_d = infilling.answer_prompt(_example([10, 11], [(1, 3)]), ids, positions="1d")
+  assert one_d["inter_positions"].tolist() == list(range(n))
+  assert not one_d["intra_positions"].any()
+
+
+def test_part_b_intra_entity_mode_is_what_dynamic_decoding_rebuilds(ids):
+  from recjax.models import decoding  # pylint: disable=g-import-not-at-top
+  # BOS a [b c] [d] e [f g] h EOS; one span over b..g: entities [b c], [d], [f g], e plain.
+  ex = _example([10, 11, 12, 13, 14, 15, 16, 17], [(2, 4), (4, 5), (6, 8)])
+  spans = [(2, 8)]
+  span = infilling.build_blank_example(ex, spans, ["entity"], ids)
+  entity = infilling.build_blank_example(ex, spans, ["entity"], ids, part_b_intra="entity")
+  b = entity["prefix_mask"] == 0
+  np.testing.assert_array_equal(span["intra_positions"][b], [1, 2, 3, 4, 5, 6, 7])
+  #                     [sop] b  c  d  e  f  g
+  np.testing.assert_array_equal(entity["intra_positions"][b], [1, 1, 2, 1, 2, 1, 2])
+  for key in ("tokens", "targets", "inter_positions", "prefix_mask", "loss_mask"):
+    np.testing.assert_array_equal(span[key], entity[key])
+  # Generation with an entity trie over the document's entities gives the same positions.
+  part_b = decoding.PartB(inter=np.array([2]), intra=np.array([1]),
+                          entity_trie=decoding.Trie.from_sequences([[11, 12], [13], [15, 16]]))
+  got = decoding.part_b_positions(part_b, entity["tokens"][b][1:][None])
+  np.testing.assert_array_equal(np.asarray(got)[0], entity["intra_positions"][b][1:])
+  with pytest.raises(ValueError, match="part_b_intra"):
+    infilling.GLMConfig(part_b_intra="word")
+
+
 def test_bad_config_and_tokenizer_errors():
   with pytest.raises(ValueError, match=r"config.text.glm.masking='word'"):
     infilling.GLMConfig(masking="word")

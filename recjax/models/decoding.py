@@ -5,6 +5,13 @@ a `jax.lax.while_loop` of single-token steps: greedy, temperature/top-k/top-p
 sampling, or beam search (alive/finished beams, optional length
 normalisation). Generation can be restricted to a catalogue of token sequences
 with a `Trie`: its arrays live on device and mask the logits inside the loop.
+
+GLM blank infilling (RecSysLLM) generates the Part-B piece of a [gMASK]:
+the prompt is Part A + [sop] (bidirectional over Part A: `prefix_mask`), with
+its own `positions` (inter, RoPE) and `extra_positions` (intra, the second
+learned table); `PartB` gives the positions of the generated tokens, static
+or dynamic (an entity trie decides, token by token, whether the
+intra-position continues or restarts at 1).
 """
 
 from __future__ import annotations
@@ -136,6 +143,51 @@ class Trie:
 
 
 @flax.struct.dataclass
+class PartB:
+  """Positions of the tokens generated into a GLM Part-B piece.
+
+  Every generated token takes its mask's inter-position `inter` (RoPE). Its
+  intra-position (the model's extra position table) follows the previous
+  token's, starting from `intra` (that of the prompt's last token, [sop]: 1):
+  static (`entity_trie` None) counts on by one, as `part_b_intra="span"`
+  training does; dynamic (RecSysLLM) reads each token against `entity_trie`,
+  the trie of every catalogue entity's token sequence: a token that continues
+  the entity being written counts on, one that starts an entity restarts at
+  1, any other counts on (`part_b_intra="entity"` training). A token that
+  could do both continues (the longer entity wins).
+
+  Attributes:
+    inter: (batch,) int RoPE position of every generated token.
+    intra: (batch,) int intra-position of the prompt's last token.
+    entity_trie: the entity trie for dynamic positions, or None.
+  """
+  inter: Array
+  intra: Array
+  entity_trie: Trie | None = None
+
+  def advance(self, intra: Array, node: Array, tokens: Array) -> tuple[Array, Array]:
+    """(intra-positions of `tokens`, entity-trie nodes after them) from the previous
+    token's intra-position and node (0: outside any entity)."""
+    if self.entity_trie is None:
+      return intra + 1, node
+    cont, _ = self.entity_trie.advance(node, tokens)
+    continues = (node != 0) & (cont != 0)
+    start, _ = self.entity_trie.advance(jnp.zeros_like(node), tokens)
+    intra = jnp.where(continues | (start == 0), intra + 1, 1)
+    return intra, jnp.where(continues, cont, start)
+
+
+def part_b_positions(part_b: PartB, tokens: Array) -> Array:
+  """(batch, n) intra-positions `generate` gives the generated `tokens` (batch, n)."""
+  def step(carry, token):
+    intra, node = part_b.advance(*carry, token)
+    return (intra, node), intra
+  init = (jnp.asarray(part_b.intra, jnp.int32), jnp.zeros_like(part_b.intra, jnp.int32))
+  _, out = jax.lax.scan(step, init, jnp.asarray(tokens, jnp.int32).T)
+  return out.T
+
+
+@flax.struct.dataclass
 class GenerateOutput:
   """Greedy/sampling result.
 
@@ -184,7 +236,11 @@ def generate(model: llm.LLM,
              config: DecodeConfig = DecodeConfig(),
              *,
              rng: Array | None = None,
-             trie: Trie | None = None) -> GenerateOutput | BeamOutput:
+             trie: Trie | None = None,
+             positions: Array | np.ndarray | None = None,
+             extra_positions: Array | np.ndarray | None = None,
+             prefix_mask: Array | np.ndarray | None = None,
+             part_b: PartB | None = None) -> GenerateOutput | BeamOutput:
   """Generates continuations of a batch of prompts.
 
   Args:
@@ -194,6 +250,14 @@ def generate(model: llm.LLM,
     config: decoding settings (static: each distinct config compiles once).
     rng: PRNG key for 'sample'.
     trie: restricts the generated tokens to the trie's sequences.
+    positions: (batch, prompt_len) RoPE positions of the prompt (left-padded
+      like it); default 0.. from each row's first real token.
+    extra_positions: (batch, prompt_len) ids into the model's extra position
+      table for the prompt (GLM intra-positions); default none.
+    prefix_mask: (batch, prompt_len) 1 on the prompt tokens every prompt
+      token sees (GLM Part A, bidirectional); default causal.
+    part_b: positions of the generated tokens of a GLM Part-B piece; default
+      those of an LM (RoPE position after the prompt, no extra position).
 
   Returns:
     `GenerateOutput` for greedy/sample, `BeamOutput` for beam search.
@@ -204,8 +268,92 @@ def generate(model: llm.LLM,
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
   if rng is None:
     rng = jax.random.key(0)
+  b, p = prompts.shape
+  if positions is None:
+    slot = jnp.arange(p, dtype=jnp.int32)
+    positions = jnp.maximum(slot[None] - (p - prompt_lengths)[:, None], 0)
+  prompt = _Prompt(tokens=prompts, lengths=prompt_lengths,
+                   positions=jnp.asarray(positions, jnp.int32),
+                   extra_positions=None if extra_positions is None else
+                   jnp.asarray(extra_positions, jnp.int32),
+                   prefix_mask=None if prefix_mask is None else
+                   jnp.asarray(prefix_mask).astype(bool))
+  if part_b is not None:
+    part_b = part_b.replace(inter=jnp.broadcast_to(jnp.asarray(part_b.inter, jnp.int32), (b,)),
+                            intra=jnp.broadcast_to(jnp.asarray(part_b.intra, jnp.int32), (b,)))
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, prompts, prompt_lengths, rng, trie, config)
+  return _generate(graphdef, state, prompt, rng, trie, part_b, config)
+
+
+def score(model: llm.LLM,
+          prompts: Array | np.ndarray,
+          prompt_lengths: Array | np.ndarray,
+          continuations: Array | np.ndarray,
+          continuation_lengths: Array | np.ndarray,
+          *,
+          positions: Array | np.ndarray | None = None,
+          extra_positions: Array | np.ndarray | None = None,
+          prefix_mask: Array | np.ndarray | None = None,
+          part_b: PartB | None = None) -> Array:
+  """Summed log-probabilities of several continuations of each prompt, teacher forced.
+
+  Each prompt is prefilled once into the KV cache, which is then shared by its continuations:
+  what ranking C candidate answers costs is C short forwards, not C full ones. The positions
+  of the continuation tokens are those `generate` would give them (an LM's, or `part_b`'s).
+
+  Args:
+    model: the language model.
+    prompts: (batch, prompt_len) int ids, left-padded; `prompt_lengths` (batch,).
+    continuations: (batch, C, length) int ids, right-padded; `continuation_lengths`
+      (batch, C) tokens counted (a stop token included when it is part of the answer).
+    positions, extra_positions, prefix_mask, part_b: as for `generate`.
+
+  Returns:
+    (batch, C) float32 log p(continuation | prompt).
+  """
+  prompts = jnp.asarray(prompts, jnp.int32)
+  b, p = prompts.shape
+  prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
+  if positions is None:
+    slot = jnp.arange(p, dtype=jnp.int32)
+    positions = jnp.maximum(slot[None] - (p - prompt_lengths)[:, None], 0)
+  prompt = _Prompt(tokens=prompts, lengths=prompt_lengths,
+                   positions=jnp.asarray(positions, jnp.int32),
+                   extra_positions=None if extra_positions is None else
+                   jnp.asarray(extra_positions, jnp.int32),
+                   prefix_mask=None if prefix_mask is None else
+                   jnp.asarray(prefix_mask).astype(bool))
+  if part_b is not None:
+    part_b = part_b.replace(inter=jnp.broadcast_to(jnp.asarray(part_b.inter, jnp.int32), (b,)),
+                            intra=jnp.broadcast_to(jnp.asarray(part_b.intra, jnp.int32), (b,)))
+  graphdef, state = nnx.split(model)
+  return _score(graphdef, state, prompt, jnp.asarray(continuations, jnp.int32),
+                jnp.asarray(continuation_lengths, jnp.int32), part_b)
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def _score(graphdef, state, prompt, continuations, lengths, part_b):
+  model = nnx.merge(graphdef, state)
+  b, c, n = continuations.shape
+  first, cache = _prefill(model, prompt, prompt.tokens.shape[1] + n, None)
+  rows = jnp.repeat(jnp.arange(b), c)
+  cache = cache.gather(rows)
+  tokens = continuations.reshape(b * c, n)
+  if part_b is None:
+    rope = prompt.lengths[rows][:, None] + jnp.arange(n)[None]
+    extra = None
+  else:
+    rows_b = part_b.replace(inter=part_b.inter[rows], intra=part_b.intra[rows])
+    rope = jnp.broadcast_to(rows_b.inter[:, None], (b * c, n))
+    extra = part_b_positions(rows_b, tokens)
+  out = model(tokens, positions=rope, segment_ids=jnp.ones_like(tokens), cache=cache,
+              extra_positions=extra)
+  # Token j is predicted by the prompt's last slot (j = 0) or by continuation token j - 1.
+  logits = jnp.concatenate([first[rows][:, None], out.logits[:, :-1]], axis=1)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  picked = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+  counted = jnp.arange(n)[None] < lengths.reshape(b * c)[:, None]
+  return jnp.sum(jnp.where(counted, picked, 0.0), axis=1).reshape(b, c)
 
 
 # ------------------------------------------------------------------------------
@@ -213,23 +361,67 @@ def generate(model: llm.LLM,
 # ------------------------------------------------------------------------------
 
 
-def _prefill(model: llm.LLM, prompts: Array, lengths: Array, cache_len: int,
+@flax.struct.dataclass
+class _Prompt:
+  tokens: Array  # (b, p) left-padded
+  lengths: Array  # (b,)
+  positions: Array  # (b, p)
+  extra_positions: Array | None  # (b, p)
+  prefix_mask: Array | None  # (b, p) bool
+
+
+class _Positions:
+  """Positions of the generated tokens: an LM's, or a GLM Part-B piece's."""
+
+  def __init__(self, prompt: _Prompt, part_b: PartB | None, rows: Array | None = None):
+    self.part_b = part_b
+    pick = (lambda x: x) if rows is None else (lambda x: x[rows])
+    self.after_prompt = pick(prompt.lengths)
+    if part_b is not None:
+      self.inter = pick(part_b.inter)
+      self.intra0 = pick(part_b.intra)
+
+  def init(self) -> tuple[Array, Array]:
+    """(intra-position, entity node) before the first generated token."""
+    if self.part_b is None:
+      zero = jnp.zeros_like(self.after_prompt)
+      return zero, zero
+    return self.intra0, jnp.zeros_like(self.intra0)
+
+  def advance(self, intra, node, tokens):
+    if self.part_b is None:
+      return intra, node
+    return self.part_b.advance(intra, node, tokens)
+
+  def rope(self, i: Array) -> Array:
+    """RoPE positions of the tokens generated at step i."""
+    return self.after_prompt + i if self.part_b is None else self.inter
+
+  def extra(self, intra: Array) -> Array | None:
+    return None if self.part_b is None else intra
+
+
+def _prefill(model: llm.LLM, prompt: _Prompt, cache_len: int,
              cache_dtype) -> tuple[Array, llm.KVCache]:
-  b, p = prompts.shape
-  pad = p - lengths
+  b, p = prompt.tokens.shape
+  pad = p - prompt.lengths
   slot = jnp.arange(p, dtype=jnp.int32)
   segment_ids = (slot[None] >= pad[:, None]).astype(jnp.int32)
-  positions = jnp.maximum(slot[None] - pad[:, None], 0)
   cache = llm.KVCache.create(model.cfg, b, cache_len, cache_dtype)
-  out = model(prompts, positions=positions, segment_ids=segment_ids,
-              cache=cache, return_hidden=True, compute_logits=False)
+  kwargs = {}
+  if prompt.prefix_mask is not None:
+    kwargs = dict(attention_mask_kind='prefix', prefix_mask=prompt.prefix_mask)
+  out = model(prompt.tokens, positions=prompt.positions, segment_ids=segment_ids,
+              extra_positions=prompt.extra_positions, cache=cache, return_hidden=True,
+              compute_logits=False, **kwargs)
   return model.logits(out.hidden[:, -1]), out.cache
 
 
-def _step(model: llm.LLM, tokens: Array, positions: Array,
-          cache: llm.KVCache) -> tuple[Array, llm.KVCache]:
+def _step(model: llm.LLM, tokens: Array, positions: Array, cache: llm.KVCache,
+          extra_positions: Array | None = None) -> tuple[Array, llm.KVCache]:
   out = model(tokens[:, None], positions=positions[:, None],
-              segment_ids=jnp.ones_like(tokens)[:, None], cache=cache)
+              segment_ids=jnp.ones_like(tokens)[:, None], cache=cache,
+              extra_positions=None if extra_positions is None else extra_positions[:, None])
   return out.logits[:, 0], out.cache
 
 
@@ -255,17 +447,17 @@ def _is_stop(tokens: Array, stop_tokens: tuple[int, ...]) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'config'))
-def _generate(graphdef, state, prompts, lengths, rng, trie, config):
+def _generate(graphdef, state, prompt, rng, trie, part_b, config):
   model = nnx.merge(graphdef, state)
   n = config.max_new_tokens
-  cache_len = prompts.shape[1] + n
-  logits, cache = _prefill(model, prompts, lengths, cache_len, config.cache_dtype)
+  cache_len = prompt.tokens.shape[1] + n
+  logits, cache = _prefill(model, prompt, cache_len, config.cache_dtype)
   if config.method == 'beam':
-    return _beam_search(model, logits, cache, lengths, trie, config)
-  return _sample_loop(model, logits, cache, lengths, rng, trie, config)
+    return _beam_search(model, logits, cache, prompt, trie, part_b, config)
+  return _sample_loop(model, logits, cache, _Positions(prompt, part_b), rng, trie, config)
 
 
-def _sample_loop(model, logits, cache, lengths, rng, trie, config):
+def _sample_loop(model, logits, cache, pos: _Positions, rng, trie, config):
   b = logits.shape[0]
   vocab = logits.shape[-1]
   n = config.max_new_tokens
@@ -275,7 +467,7 @@ def _sample_loop(model, logits, cache, lengths, rng, trie, config):
     return (i < n) & ~jnp.all(done)
 
   def body(carry):
-    i, out, logits, cache, done, gen_len, node, rng = carry
+    i, out, logits, cache, done, gen_len, node, rng, intra, entity = carry
     if trie is not None:
       logits = jnp.where(trie.allowed(node, vocab), logits, _NEG_INF)
     if config.method == 'greedy':
@@ -292,24 +484,25 @@ def _sample_loop(model, logits, cache, lengths, rng, trie, config):
       node, is_leaf = trie.advance(node, token)
       finished = finished | is_leaf
     done = done | finished
-    logits, cache = _step(model, token, lengths + i, cache)
-    return i + 1, out, logits, cache, done, gen_len, node, rng
+    intra, entity = pos.advance(intra, entity, token)
+    logits, cache = _step(model, token, pos.rope(i), cache, pos.extra(intra))
+    return i + 1, out, logits, cache, done, gen_len, node, rng, intra, entity
 
   carry = (jnp.zeros((), jnp.int32), jnp.full((b, n), config.pad_id, jnp.int32),
            logits, cache, jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32),
-           jnp.zeros((b,), jnp.int32), rng)
-  _, out, _, _, _, gen_len, _, _ = jax.lax.while_loop(cond, body, carry)
+           jnp.zeros((b,), jnp.int32), rng, *pos.init())
+  _, out, _, _, _, gen_len, *_ = jax.lax.while_loop(cond, body, carry)
   return GenerateOutput(tokens=out, lengths=gen_len)
 
 
-def _beam_search(model, logits, cache, lengths, trie, config):
+def _beam_search(model, logits, cache, prompt, trie, part_b, config):
   b, vocab = logits.shape
   w, n = config.num_beams, config.max_new_tokens
   alpha = config.length_penalty
   rows = jnp.repeat(jnp.arange(b), w)
   cache = cache.gather(rows)
   logits = logits[rows]
-  positions = lengths[rows]
+  pos = _Positions(prompt, part_b, rows)
   batch_idx = jnp.arange(b)[:, None]
 
   def gather(x, idx):  # x: (b, m, ...), idx: (b, k) -> (b, k, ...)
@@ -325,7 +518,7 @@ def _beam_search(model, logits, cache, lengths, trie, config):
 
   def body(carry):
     (i, alive_tokens, alive_logp, alive_node, logits, fin_scores, fin_logp,
-     fin_tokens, fin_len, cache) = carry
+     fin_tokens, fin_len, cache, intra, entity) = carry
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1).reshape(b, w, vocab)
     if trie is not None:
       logp = jnp.where(trie.allowed(alive_node, vocab), logp, _NEG_INF)
@@ -359,17 +552,19 @@ def _beam_search(model, logits, cache, lengths, trie, config):
     alive_node = gather(cand_node, keep)
     parent = gather(beam, keep)
     next_token = gather(token, keep).reshape(b * w)
-    cache = cache.gather((batch_idx * w + parent).reshape(b * w))
-    logits, cache = _step(model, next_token, positions + i, cache)
+    flat_parent = (batch_idx * w + parent).reshape(b * w)
+    cache = cache.gather(flat_parent)
+    intra, entity = pos.advance(intra[flat_parent], entity[flat_parent], next_token)
+    logits, cache = _step(model, next_token, pos.rope(i), cache, pos.extra(intra))
     return (i + 1, alive_tokens, alive_logp, alive_node, logits, fin_scores,
-            fin_logp, fin_tokens, fin_len, cache)
+            fin_logp, fin_tokens, fin_len, cache, intra, entity)
 
   alive_logp = jnp.where(jnp.arange(w) == 0, 0.0, _NEG_INF) * jnp.ones((b, 1))
   tokens0 = jnp.full((b, w, n), config.pad_id, jnp.int32)
   carry = (jnp.zeros((), jnp.int32), tokens0, alive_logp,
            jnp.zeros((b, w), jnp.int32), logits,
            jnp.full((b, w), _NEG_INF), jnp.full((b, w), _NEG_INF), tokens0,
-           jnp.zeros((b, w), jnp.int32), cache)
+           jnp.zeros((b, w), jnp.int32), cache, *pos.init())
   carry = jax.lax.while_loop(cond, body, carry)
   fin_scores, fin_logp, fin_tokens, fin_len = carry[5:9]
   # Tokens past a hypothesis' end are pad.

@@ -17,7 +17,10 @@ Positions (`GLMConfig.positions`): "2d" gives `inter_positions` = the token's po
 Part A (a Part-B token takes its mask's position) and `intra_positions` = 0 on plain Part-A
 tokens, 1..n inside an entity of Part A, 1..len+1 inside each Part-B piece ([sop] is 1);
 "1d" gives 0..L-1 and all zeros (a plain LM's positions). docs/llm.md says how they map onto
-the backbone.
+the backbone. `part_b_intra="entity"` instead restarts a Part-B piece's count at 1 on the first
+token of each entity in it (then +1 per token, plain tokens included): the positions RecSysLLM's
+dynamic positions rebuild at inference from an entity trie (`models.decoding.PartB`), where
+"span" positions are what a static count reproduces.
 
 Span kinds, one per example, drawn with `entity_prob` / `sentence_prob` / `document_prob`:
   entity    [MASK]: lengths ~ Poisson(mean_span) truncated to 1..max_span tokens, placed at a
@@ -76,6 +79,7 @@ class GLMConfig:
   max_span: int = 39
   document_min_ratio: float = 0.5
   positions: str = "2d"
+  part_b_intra: str = "span"
   target_as_gmask: bool = False
 
   def __post_init__(self):
@@ -93,6 +97,9 @@ class GLMConfig:
       bad("order", 'choose "chronological" (RecSysLLM) or "shuffled" (GLM)')
     if self.positions not in ("2d", "1d"):
       bad("positions", 'choose "2d" (inter + intra) or "1d" (0..L-1)')
+    if self.part_b_intra not in ("span", "entity"):
+      bad("part_b_intra", 'choose "span" (1..len+1 per piece) or "entity" (restart at 1 at '
+          'each entity: what dynamic positions reproduce at inference)')
     for key in ("mask_ratio", "sentence_ratio", "document_min_ratio"):
       if not 0 < getattr(self, key) <= 1:
         bad(key, "must be in (0, 1]")
@@ -292,10 +299,24 @@ def truncate(example: Mapping[str, np.ndarray], length: int) -> dict[str, np.nda
   return out
 
 
+def _piece_intra(entity_ids: np.ndarray, s: int, e: int, mode: str) -> np.ndarray:
+  """Intra-positions of the Part-B piece [sop] + tokens[s:e] ("span" or "entity" mode)."""
+  if mode == "span":
+    return np.arange(1, e - s + 2)
+  eid = np.asarray(entity_ids[s:e])
+  prev = np.concatenate([[entity_ids[s - 1] if s > 0 else 0], eid[:-1]])
+  starts = np.concatenate([[True], (eid > 0) & (eid != prev)])  # [sop] counts as a start
+  # Count up from the last start: position t minus the slot of the start at or before it.
+  slot = np.arange(e - s + 1)
+  last_start = np.maximum.accumulate(np.where(starts, slot, 0))
+  return slot - last_start + 1
+
+
 def build_blank_example(example: Mapping[str, np.ndarray], spans: Sequence[tuple[int, int]],
                         kinds: Sequence[str], ids: SpecialIds,
                         order: Sequence[int] | None = None,
-                        positions: str = "2d") -> dict[str, np.ndarray]:
+                        positions: str = "2d",
+                        part_b_intra: str = "span") -> dict[str, np.ndarray]:
   """The GLM example of an encoded document with the given spans.
 
   Args:
@@ -306,6 +327,8 @@ def build_blank_example(example: Mapping[str, np.ndarray], spans: Sequence[tuple
     order: the order of the Part-B pieces (a permutation of range(len(spans))); None: text
       order.
     positions: "2d" or "1d" (module docstring).
+    part_b_intra: intra-positions of a Part-B piece: "span" counts 1..len+1 from [sop];
+      "entity" restarts at 1 on the first token of each entity (module docstring).
 
   Returns:
     The encoded example of Part A + Part B with FEATURES added; `loss_mask` marks Part B,
@@ -349,7 +372,7 @@ def build_blank_example(example: Mapping[str, np.ndarray], spans: Sequence[tuple
     b_tokens += [np.array([ids.sop]), tokens[s:e]]
     b_targets += [tokens[s:e], np.array([ids.eop])]
     b_inter.append(np.full(e - s + 1, mask_slot[j]))
-    b_intra.append(np.arange(1, e - s + 2))
+    b_intra.append(_piece_intra(example["entity_ids"], s, e, part_b_intra))
   cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
   src = np.concatenate([a_src, cat(b_src)])
   total = len(src)
@@ -391,6 +414,36 @@ def build_blank_example(example: Mapping[str, np.ndarray], spans: Sequence[tuple
   out["entity_spans"] = entity_spans
   for k in encoding.SPAN_FEATURES[1:]:
     out[k] = np.asarray(example[k], np.int32)
+  return out
+
+
+def answer_prompt(example: Mapping[str, np.ndarray], ids: SpecialIds,
+                  positions: str = "2d") -> dict[str, np.ndarray]:
+  """The inference prompt of an encoded prompt document: Part A + [gMASK], then [sop].
+
+  The layout `target_as_gmask` training gives the same prompt with its answer: Part A =
+  BOS prompt [gMASK] EOS, Part B = [sop] answer [eop]; generation continues after [sop]. Returns
+  `tokens`, `inter_positions`, `intra_positions` and `prefix_mask` (1 on Part A) of the
+  prompt, and `mask_position` (the [gMASK]'s slot: every generated token's inter-position).
+  """
+  tokens = np.asarray(example["tokens"])
+  lo, hi = maskable_range(tokens, ids)
+  del lo
+  insert = lambda x, v: np.concatenate([x[:hi], [v], x[hi:]])
+  a_tokens = insert(tokens, ids.gmask)
+  len_a = len(a_tokens)
+  out = {"tokens": np.append(a_tokens, ids.sop).astype(np.int32),
+         "prefix_mask": (np.arange(len_a + 1) < len_a).astype(np.int32),
+         "mask_position": np.int32(hi)}
+  if positions == "2d":
+    intra_a = insert(np.asarray(example["entity_positions"]), 0)
+    out["inter_positions"] = np.append(np.arange(len_a), hi).astype(np.int32)
+    out["intra_positions"] = np.append(intra_a, 1).astype(np.int32)
+  elif positions == "1d":
+    out["inter_positions"] = np.arange(len_a + 1, dtype=np.int32)
+    out["intra_positions"] = np.zeros(len_a + 1, np.int32)
+  else:
+    raise ValueError(f'positions={positions!r}: choose "2d" or "1d"')
   return out
 
 
@@ -458,7 +511,7 @@ class BlankInfilling(grain.transforms.RandomMap):
     if self.config.order == "shuffled":
       order = rng.permutation(len(spans))
     return build_blank_example(doc, spans, [span_kind] * len(spans), self.ids, order,
-                               self.config.positions)
+                               self.config.positions, self.config.part_b_intra)
 
 
 def glm_chain(tokenizer, config) -> list[Any]:

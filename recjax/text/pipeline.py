@@ -304,6 +304,9 @@ def default_config():
                                # "1d": 0..L-1 only (ablation, or a backbone without the
                                # table). Recommended: 2d with model.num_extra_positions >=
                                # seq_len.
+          part_b_intra="span",  # intra-positions in Part B: "span" (1..len+1 per piece, GLM;
+                                # static positions at inference) or "entity" (restart at 1 at
+                                # each entity; dynamic positions at inference, RecSysLLM).
           target_as_gmask=False,  # prompt/answer documents: the answer is the [gMASK] span
                                   # (multitask fine-tuning: True; pre-training: False).
       ),
