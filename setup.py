@@ -14,6 +14,8 @@ CORE = [
     "absl-py>=2.1",
     "numpy>=2.0",
     "bm25s>=0.3",  # BM25 retrieval of catalogue items from generated text (recjax/eval)
+    "sacrebleu>=2.4",  # BLEU of generated explanations / review summaries (recjax/eval/p5.py)
+    "rouge-score>=0.1.2",  # ROUGE-1/2/L of the same (recjax/eval/p5.py)
 ]
 HF = [
     "safetensors>=0.4",

@@ -1,8 +1,11 @@
-"""GLM blank-infilling pre-training (RecSysLLM) of a small Llama backbone: configs/glm.py[:NAME].
+"""RecSysLLM on a small Llama backbone: GLM blank-infilling pre-training (configs/glm.py[:NAME])
+and LoRA multitask fine-tuning on the P5 families (configs/glm.py:p5[,NAME]).
 
     python -m recjax.main --config=configs/glm.py --workdir=/tmp/recjax_glm
     RECJAX_DATA_DIR=../shared/data python -m recjax.main \
         --config=configs/glm.py:ml-100k --workdir=/tmp/recjax_glm_ml100k
+    # both stages, the second starting from the first's parameters (recjax.chain):
+    python -m recjax.chain --config=configs/glm.py:synthetic --workdir=/tmp/recjax_recsysllm
 
 NAME `synthetic` (default, no download): recjax's synthetic dataset (2,000 users, 1,000 items
 whose titles name their latent cluster) rendered as whole-history `profile` documents and the
@@ -27,6 +30,17 @@ gives test infilling perplexities (Part B of held-out documents, fixed spans) of
 Any other NAME is a dataset of recjax.data.registry (e.g. ml-100k, amazon_office), read from
 $RECJAX_DATA_DIR or `--config.data.root`, with an 8,000-piece tokenizer and 1,000 steps.
 
+`p5[,NAME]` (multitask fine-tuning; NAME as above, default synthetic): LoRA adapters (rank 8 on
+the attention and MLP projections; the base and the intra-position table stay frozen) trained
+on the training prompts of every P5 family the data supports, the answer always the
+[gMASK] span (`text.glm.target_as_gmask`); the held-out prompt of each family is never trained
+on. Evaluation (`p5`, recjax/eval/p5.py) runs every family on seen and unseen prompts: RMSE/
+MAE for ratings, sampled99 and full-catalogue HR/NDCG@5/10 for item answers, accuracy for yes/
+no, BLEU/ROUGE for explanations and review summaries. Start it from a pre-trained workdir
+with `--config.init_from.path=DIR` (the chain above does; its step 0 tokenizer is reused), else
+it fine-tunes a random base. On synthetic data (sequential and direct families only) 300
+steps; on a real dataset 1,000.
+
 Useful overrides: `--config.init_from.path=DIR` (a glm workdir: its parameters; or a local
 Hugging Face directory: its architecture, weights and tokenizer.json), `--config.text.glm.
 masking=token` / `order=shuffled` / `positions=1d` (GLM's choices instead of RecSysLLM's),
@@ -36,7 +50,36 @@ Re-running the same command resumes from the latest checkpoint.
 from recjax import config as config_lib
 
 
-def get_config(name: str = "synthetic"):
+def get_chain(name: str = "synthetic") -> list[tuple[str, str]]:
+  """The steps `python -m recjax.chain` runs: pre-training, then P5 multitask fine-tuning."""
+  return [("pretrain", name), ("p5", f"p5,{name}")]
+
+
+def get_config(args: str = "synthetic"):
+  stage, _, rest = (a.strip() for a in args.partition(","))
+  if stage == "p5":
+    return _p5(rest or "synthetic")
+  if rest:
+    raise ValueError(f"configs/glm.py:{args}: use NAME (pre-training) or p5[,NAME]")
+  return _pretrain(stage)
+
+
+def _p5(name: str):
+  """LoRA multitask fine-tuning on the P5 training prompts, answers as [gMASK] spans."""
+  config = _pretrain(name)
+  config.text.templates = "p5"  # the training templates of every family (held-out excluded)
+  config.text.glm.target_as_gmask = True
+  config.glm_corpus.behaviour = False  # P5 prompts show the history the template asks for
+  config.model.lora.rank = 8  # RecSysLLM: rank 8
+  config.model.lora.targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+  config.optimizer.learning_rate = 1e-2  # adapters start at zero: a larger step than full FT
+  # p5 once, in the final evaluation (the training loop never evaluates at its last step).
+  config.eval.evaluators = f"infilling,p5@{config.train.num_steps}"
+  config.eval.p5.max_users = 50 if name == "synthetic" else 200
+  return config
+
+
+def _pretrain(name: str):
   config = config_lib.base_config("glm")
   if name == "synthetic":
     config.data.dataset = dict(name="synthetic", num_users=2000, num_items=1000,

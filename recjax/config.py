@@ -210,6 +210,11 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "text.semantic_codes": _integer(0),
     "text.target_len": _integer(0),
     "text.worker_count": _integer(0),
+    # glm
+    "eval.p5.max_users": _integer(0),
+    "eval.p5.num_negatives": _integer(1),
+    "eval.p5.num_beams": _integer(1),
+    "eval.p5.max_new_tokens": _integer(1),
 }
 
 

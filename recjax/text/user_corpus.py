@@ -194,7 +194,8 @@ class UserCorpus:
   def _item(self, item: int, role: str) -> Entity:
     return Entity(self.catalogue.texts[item], "item", role, item)
 
-  def _negatives(self, user: int, count: int, rng: np.random.Generator) -> np.ndarray:
+  def sample_unseen(self, user: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` distinct items `user` never interacted with (in any split), drawn uniformly."""
     seen = self.data.sequences[user]
     num_items = self.catalogue.num_items
     if num_items - len(np.unique(seen)) < count:
@@ -233,7 +234,7 @@ class UserCorpus:
     fields_used = template.fields
     if "candidates" in fields_used:
       negatives = [self._item(i, "candidate")
-                   for i in self._negatives(user, self.num_candidates, rng)]
+                   for i in self.sample_unseen(user, self.num_candidates, rng)]
       cands = negatives + [fields["target"]]
       order = rng.permutation(len(cands))
       fields["candidates"] = render_list([cands[i] for i in order], template.list_item,
@@ -243,7 +244,7 @@ class UserCorpus:
         fields["answer"] = "yes"
       else:
         fields["answer"] = "no"
-        fields["item"] = self._item(int(self._negatives(user, 1, rng)[0]), "candidate")
+        fields["item"] = self._item(int(self.sample_unseen(user, 1, rng)[0]), "candidate")
     if template.needs and interaction < 0:
       raise ValueError(f"template {template.name!r} needs {list(template.needs)}, but example "
                        f"{index}'s target is not the interaction after its history")

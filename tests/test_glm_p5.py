@@ -1,0 +1,179 @@
+"""RecSysLLM multitask fine-tuning and the P5 evaluator: held-out prompts never trained on,
+candidate scoring equal to the training objective, every family's metrics (ratings, reviews
+and explanations on real Amazon 2018 files), LoRA through recjax.main, bad input."""
+import json
+import math
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from recjax import config as config_lib
+from recjax.objectives import glm as glm_objective
+from recjax.tasks import build_task
+from recjax.text import encoding, infilling, pipeline
+from recjax.text import templates as templates_lib
+from recjax.text.document import Document, Span
+from tests import datasets
+from tests.trainer_utils import apply_overrides
+
+
+def p5_config(**overrides):
+  """configs/glm.py:p5 shrunk to seconds: byte tokens, 2 layers x 32, a few users."""
+  config = config_lib.base_config("glm")
+  config.data.dataset = dict(name="synthetic", num_users=96, num_items=48, num_clusters=4,
+                             seed=0)
+  config.text.templates = "p5"
+  config.text.glm.target_as_gmask = True
+  config.glm_corpus.behaviour = False
+  config.text.seq_len = 160
+  config.text.max_history_items = 5
+  config.text.num_candidates = 4
+  config.model.overrides = dict(num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=4,
+                                head_dim=8, mlp_dim=64)
+  config.model.vocab_multiple = 64
+  config.model.dtype = "float32"
+  config.model.lora.rank = 4
+  config.train.batch_size = 8
+  config.train.num_steps = 4
+  config.train.checkpoint_every_steps = 4
+  config.train.progress_bar = False
+  config.train.async_checkpointing = False
+  config.eval.evaluators = "p5"
+  config.eval.corpora = "histories"
+  config.eval.batch_size = 8
+  config.eval.p5.max_users = 6
+  config.eval.p5.num_negatives = 9
+  config.eval.p5.num_beams = 4
+  config.eval.p5.ks = "1,3"
+  config.eval.p5.max_new_tokens = 24
+  apply_overrides(config, overrides)
+  config_lib.check_config(config)
+  return config
+
+
+def _model(task, seed=0):
+  return task.build_model(nnx.Rngs(seed))
+
+
+def _mesh():
+  return jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+
+
+def test_held_out_prompts_are_never_trained_on(tmp_path):
+  task = build_task(p5_config(), str(tmp_path))
+  corpus = task.train_corpus
+  names = {corpus[i].meta["template"] for i in range(len(corpus))}
+  held_out = set(templates_lib.held_out_names())
+  assert names and not names & held_out
+  assert {templates_lib.BY_NAME[n].family for n in names} == {"sequential", "direct"}
+  examples = task._p5_examples("test")  # pylint: disable=protected-access
+  assert {e.template for e in examples if e.held_out} == {"p5_seq_heldout", "p5_direct_heldout"}
+  assert {e.template for e in examples if not e.held_out} == names
+
+
+@pytest.mark.parametrize("part_b_intra", ["span", "entity"])
+def test_candidate_scores_are_the_training_objective(tmp_path, part_b_intra):
+  # The evaluator's log p(target | prompt) is minus the infilling loss of the training example
+  # of the same prompt and answer (BlankInfilling with target_as_gmask), for static positions
+  # and for dynamic ones (part_b_intra="entity" training, entity trie at inference).
+  config = p5_config(**{"text.glm.part_b_intra": part_b_intra})
+  task = build_task(config, str(tmp_path))
+  model = _model(task)
+  evaluator = task.evaluators[0]
+  assert evaluator.dynamic == (part_b_intra == "entity")
+  examples = [e for e in task._p5_examples("test") if e.kind == "item"][:6]  # pylint: disable=protected-access
+  answers = [[evaluator.answers.item_tokens[e.target_item]] for e in examples]
+  got = [s[0] for s in evaluator.log_probs(model, examples, answers, True)]
+
+  transform = infilling.BlankInfilling(task.tokenizer, task.glm, 4 * config.text.seq_len)
+  forward = nnx.jit(lambda m, b: m(b["tokens"], **glm_objective.model_kwargs(b)).logits)
+  for ex, score in zip(examples, got):
+    doc = task.p5_corpus("test", ex.family)[ex.index]
+    text = doc.text + ex.target_text
+    full = Document(text, doc.spans + (Span(len(doc.text), len(text), "item", "target",
+                                            ex.target_item),), target_start=len(doc.text))
+    train = transform.random_map(encoding.encode_document(full, task.tokenizer),
+                                 np.random.default_rng(0))
+    batch = {k: jnp.asarray(train[k][None]) for k in
+             ("tokens", "inter_positions", "intra_positions", "prefix_mask")}
+    batch["segment_ids"] = jnp.ones_like(batch["tokens"])
+    logits = forward(model, batch)
+    nll, count, _ = glm_objective.infilling_loss(logits, jnp.asarray(train["targets"][None]),
+                                                 jnp.asarray(train["loss_mask"][None]))
+    assert int(count) == len(evaluator.answers.item_tokens[ex.target_item]) + 1
+    np.testing.assert_allclose(score, -float(nll), rtol=1e-4, atol=1e-4)
+
+
+def test_p5_through_main_with_lora(tmp_path):
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "recjax.main", "--config=configs/glm.py:p5",
+         f"--workdir={workdir}", "--config.train.progress_bar=False",
+         "--config.train.num_steps=3", "--config.train.checkpoint_every_steps=3",
+         "--config.data.dataset.num_users=96", "--config.data.dataset.num_items=48",
+         "--config.data.dataset.num_clusters=4", "--config.text.tokenizer=byte",
+         "--config.lm.tokenizer_vocab_size=0", "--config.text.seq_len=160",
+         "--config.text.max_history_items=5", "--config.text.num_candidates=4",
+         "--config.model.overrides.num_layers=1", "--config.eval.p5.max_users=3",
+         "--config.eval.p5.num_beams=3", "--config.eval.p5.ks=1,3",
+         "--config.eval.p5.num_negatives=9", "--config.eval.evaluators=p5",
+         "--config.eval.p5.max_new_tokens=16"]
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "LoRA rank 8" in out.stdout
+  assert "P5 families on seen and unseen prompts" in out.stdout
+  assert "p5/sequential/unseen/hr@3" in out.stdout
+  results = json.loads((workdir / "results.json").read_text())
+  for family, templates in (("sequential", 4), ("direct", 3)):
+    assert results[f"test/p5/{family}/seen/examples"] == 3 * templates
+    assert results[f"test/p5/{family}/unseen/examples"] == 3
+  assert 0 <= results["test/p5/sequential/seen/sampled9_hr@3"] <= 1
+  assert 0 <= results["test/p5/direct/unseen/sampled4_ndcg@3"] <= 1
+  assert 0 <= results["test/p5/direct/seen/accuracy"] <= 1
+  assert not any("rating" in k for k in results)  # synthetic data has no ratings
+
+
+@pytest.fixture(scope="module")
+def gift_cards_task(tmp_path_factory):
+  root = datasets.require_data_dir("amazon2018_gift_cards")
+  config = p5_config(**{"data.dataset": {"name": "amazon2018_gift_cards"},
+                        "data.root": str(root),
+                        "text.seq_len": 384, "eval.p5.max_users": 4})
+  return build_task(config, str(tmp_path_factory.mktemp("gift")))
+
+
+def test_rating_review_and_explanation_metrics_on_real_files(gift_cards_task):
+  task = gift_cards_task
+  metrics = task.evaluators[0](_model(task), "test", _mesh())
+  for group in ("seen", "unseen"):
+    rmse, mae = metrics[f"p5/rating/{group}/rmse"], metrics[f"p5/rating/{group}/mae"]
+    assert 0 <= mae <= rmse <= 4
+    assert 0 <= metrics[f"p5/explanation/{group}/bleu"] <= 100
+  for key in ("bleu", "rouge1", "rouge2", "rougeL"):
+    assert 0 <= metrics[f"p5/review/seen/{key}"] <= 100
+  assert metrics["p5/review/unseen/rmse"] >= 0  # the held-out review prompt asks a rating
+  assert metrics["p5/rating/seen/examples"] == 4 * 2
+  # A random model writes garbage: ROUGE-L against real summaries is small but computed.
+  assert math.isfinite(metrics["p5/review/seen/rougeL"])
+
+
+def test_rating_choices_are_the_scale_of_the_data(gift_cards_task):
+  values = gift_cards_task.evaluators[0].answers.rating_values
+  assert values == ["1", "2", "3", "4", "5"]
+
+
+def test_bad_p5_families(tmp_path):
+  with pytest.raises(ValueError, match="unknown family 'ratings'"):
+    task = build_task(p5_config(**{"eval.p5.families": "ratings"}), str(tmp_path))
+    task._p5_examples("test")  # pylint: disable=protected-access
+  task = build_task(p5_config(**{"eval.p5.families": "rating,review"}), str(tmp_path / "b"))
+  with pytest.raises(ValueError, match="supports none of them"):
+    task._p5_examples("test")  # pylint: disable=protected-access
+
+
+def test_pipeline_block_has_part_b_intra():
+  assert pipeline.default_config().glm.part_b_intra == "span"
