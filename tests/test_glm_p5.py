@@ -109,25 +109,29 @@ def test_candidate_scores_are_the_training_objective(tmp_path, part_b_intra):
     np.testing.assert_allclose(score, -float(nll), rtol=1e-4, atol=1e-4)
 
 
-def test_p5_through_main_with_lora(tmp_path):
-  workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "recjax.main", "--config=configs/glm.py:p5",
-         f"--workdir={workdir}", "--config.train.progress_bar=False",
-         "--config.train.num_steps=3", "--config.train.checkpoint_every_steps=3",
-         "--config.data.dataset.num_users=96", "--config.data.dataset.num_items=48",
-         "--config.data.dataset.num_clusters=4", "--config.text.tokenizer=byte",
-         "--config.lm.tokenizer_vocab_size=0", "--config.text.seq_len=160",
-         "--config.text.max_history_items=5", "--config.text.num_candidates=4",
-         "--config.model.overrides.num_layers=1", "--config.eval.p5.max_users=3",
-         "--config.eval.p5.num_beams=3", "--config.eval.p5.ks=1,3",
-         "--config.eval.p5.num_negatives=9", "--config.eval.evaluators=p5",
-         "--config.eval.p5.max_new_tokens=16"]
-  out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stderr[-3000:]
+def test_recsysllm_chain_pretrains_then_fine_tunes_lora_on_p5(tmp_path):
+  # The README's chain, shrunk: GLM pre-training, then LoRA P5 fine-tuning from its parameters.
+  tiny = ["--config.train.num_steps=3", "--config.train.checkpoint_every_steps=3",
+          "--config.train.progress_bar=False", "--config.data.dataset.num_users=96",
+          "--config.data.dataset.num_items=48", "--config.data.dataset.num_clusters=4",
+          "--config.text.tokenizer=byte", "--config.lm.tokenizer_vocab_size=0",
+          "--config.text.seq_len=160", "--config.text.max_history_items=5",
+          "--config.text.num_candidates=4", "--config.model.overrides.num_layers=1",
+          "--config.eval.max_documents=8"]
+  p5 = ["p5:--config.eval.p5.max_users=3", "p5:--config.eval.p5.num_beams=3",
+        "p5:--config.eval.p5.ks=1,3", "p5:--config.eval.p5.num_negatives=9",
+        "p5:--config.eval.evaluators=p5", "p5:--config.eval.p5.max_new_tokens=16"]
+  cmd = [sys.executable, "-m", "recjax.chain", "--config=configs/glm.py:synthetic",
+         f"--workdir={tmp_path}", "--", *tiny, *p5]
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  stage = json.loads((tmp_path / "p5" / "config.json").read_text())
+  assert stage["init_from"]["path"] == str(tmp_path / "pretrain")
+  assert stage["model"]["lora"]["rank"] == 8 and stage["text"]["glm"]["target_as_gmask"]
   assert "LoRA rank 8" in out.stdout
   assert "P5 families on seen and unseen prompts" in out.stdout
   assert "p5/sequential/unseen/hr@3" in out.stdout
-  results = json.loads((workdir / "results.json").read_text())
+  results = json.loads((tmp_path / "p5" / "results.json").read_text())
   for family, templates in (("sequential", 4), ("direct", 3)):
     assert results[f"test/p5/{family}/seen/examples"] == 3 * templates
     assert results[f"test/p5/{family}/unseen/examples"] == 3
