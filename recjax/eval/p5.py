@@ -51,6 +51,7 @@ class Example:
   target_text: str               # the held-out answer as training would write it
   target_item: int = 0           # item answers: the held-out item
   index: int = -1                # the prompt's index in its family's corpus (for inspection)
+  user: int = -1                 # the user (row of the dataset)
   candidates: np.ndarray | None = None  # item answers of a candidate prompt: its items
   negatives: np.ndarray | None = None   # item answers otherwise: sampled unseen items
 

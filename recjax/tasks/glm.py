@@ -244,7 +244,8 @@ class GLMTask(lm_task.LMTask):
         ex = p5_eval.Example(prompt=prompt, family=family, template=template.name,
                              held_out=template.held_out, kind=kind,
                              target_text=doc.meta["target_text"],
-                             target_item=int(doc.meta["target_item"]), index=index)
+                             target_item=int(doc.meta["target_item"]), index=index,
+                             user=int(doc.meta["user"]))
         if kind == "item":
           if "candidates" in template.fields:
             ex.candidates = np.array([s.item for s in doc.spans
