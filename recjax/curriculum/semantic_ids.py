@@ -12,11 +12,19 @@ code per distinct row (k shrinks; the report says so), which makes that level ex
     ids = rq_kmeans(embeddings, RQKMeansConfig(levels=3, codebook_size=256, seed=0))
     ids.token(item)       # "<a_12><b_3><c_200><d_0>" for item id 1..num_items
     print(ids.report())   # collision rate, utilisation, perplexity, reconstruction per level
+
+`SemanticIds` is what every quantiser returns (RQ-KMeans here, the RQ-VAE in
+recjax/curriculum/rqvae.py, the top-k sparse autoencoder in recjax/curriculum/sae.py); they share
+`with_collision_level` and `level_stats`, and `ids.save(path)` / `SemanticIds.load(path)` keep
+codes, codebooks and statistics in one .npz file.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import string
+from typing import Any
+
 import numpy as np
 
 
@@ -54,12 +62,16 @@ class SemanticIds:
   """Codes of items 1..num_items; row 0 (padding) is all -1."""
 
   codes: np.ndarray  # int32 [num_items + 1, levels (+1 with the collision level)]
-  codebooks: list[np.ndarray]  # per level, float32 [k, dim]
+  # Per level, float32 [k, dim]; one shared dictionary [latents, dim] for the sparse autoencoder.
+  codebooks: list[np.ndarray]
   levels: list[LevelStats]
   collision_rate: float  # 1 - distinct codes / items, before the collision level
   items_in_collision: int  # items that share their code with another, before the collision level
   collision_size: int  # codes of the collision level (the largest group of shared codes)
-  config: RQKMeansConfig
+  config: Any  # the quantiser's config (RQKMeansConfig, RQVAEConfig, SAEConfig; a dict if loaded)
+  method: str = "RQ-KMeans"  # the quantiser, first word of the report
+  codebook_size: int = 0  # codes a level may use; 0 = config.codebook_size
+  notes: tuple[str, ...] = ()  # extra report lines (how the quantiser was trained)
 
   @property
   def num_items(self) -> int:
@@ -68,6 +80,14 @@ class SemanticIds:
   @property
   def num_digits(self) -> int:
     return self.codes.shape[1]
+
+  @property
+  def size(self) -> int:
+    """Codes a level may use (the codebook size, or the SAE's latent count)."""
+    if self.codebook_size:
+      return int(self.codebook_size)
+    config = self.config
+    return int(config["codebook_size"] if isinstance(config, dict) else config.codebook_size)
 
   def token(self, item: int) -> str:
     """`<a_12><b_3><c_200><d_0>` for item id `item` (1..num_items)."""
@@ -92,7 +112,7 @@ class SemanticIds:
 
   def report(self) -> str:
     """Human-readable lines: collisions, then per level k, utilisation, perplexity, error."""
-    lines = [f"RQ-KMeans {len(self.levels)} x {self.config.codebook_size} over "
+    lines = [f"{self.method} {len(self.levels)} x {self.size} over "
              f"{self.num_items:,} items: collision rate {self.collision_rate:.4f} "
              f"({self.items_in_collision:,} items share a code) before the collision level"]
     for l, s in enumerate(self.levels):
@@ -104,7 +124,45 @@ class SemanticIds:
                    f"(relative {s.relative_error:.4f})")
     if self.num_digits > len(self.levels):
       lines.append(f"level {_letter(len(self.levels))} (collision): {self.collision_size} codes")
-    return "\n".join(lines)
+    return "\n".join(lines + list(self.notes))
+
+  def save(self, path) -> None:
+    """Writes codes, codebooks, statistics and config to one .npz file (`SemanticIds.load`)."""
+    config = self.config if isinstance(self.config, dict) else dataclasses.asdict(self.config)
+    meta = dict(method=self.method, codebook_size=self.size, config=config,
+                collision_rate=self.collision_rate, items_in_collision=self.items_in_collision,
+                collision_size=self.collision_size, notes=list(self.notes),
+                levels=[dataclasses.asdict(s) for s in self.levels])
+    arrays = {f"codebook_{i}": c for i, c in enumerate(self.codebooks)}
+    with open(path, "wb") as f:
+      np.savez(f, codes=self.codes, meta=np.array(json.dumps(meta, default=_jsonable)), **arrays)
+
+  @classmethod
+  def load(cls, path) -> "SemanticIds":
+    """Reads a file `save` wrote; `config` comes back as a dict."""
+    with np.load(path) as f:
+      meta = json.loads(str(f["meta"]))
+      codebooks = [f[f"codebook_{i}"] for i in range(len(f.files) - 2)]
+      codes = f["codes"]
+    return cls(codes=codes, codebooks=codebooks, levels=[LevelStats(**s) for s in meta["levels"]],
+               collision_rate=meta["collision_rate"],
+               items_in_collision=meta["items_in_collision"],
+               collision_size=meta["collision_size"], config=meta["config"],
+               method=meta["method"], codebook_size=meta["codebook_size"],
+               notes=tuple(meta["notes"]))
+
+
+def _jsonable(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, (tuple, np.ndarray)):
+    return list(value)
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def level_letter(level: int) -> str:
+  """The letter of level `level` in tokens and metric names: a..z, then l26, l27, ..."""
+  return _letter(level)
 
 
 def _letter(level: int) -> str:
@@ -116,6 +174,46 @@ def _perplexity(codes: np.ndarray) -> float:
   counts = np.bincount(codes)
   p = counts[counts > 0] / len(codes)
   return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def level_stats(assign: np.ndarray, codebook_size: int, k: int, mse: float, base: float,
+                shrunk_from: int | None = None) -> LevelStats:
+  """The statistics of one level's codes `assign` [items] (mse: error after this level)."""
+  used = len(np.unique(assign))
+  return LevelStats(k=k, used=used, utilisation=used / codebook_size,
+                    perplexity=_perplexity(assign), reconstruction_mse=float(mse),
+                    relative_error=float(mse) / base, shrunk_from=shrunk_from)
+
+
+@dataclasses.dataclass(frozen=True)
+class Collisions:
+  """Codes with the collision level appended, and what the codes shared before it."""
+
+  codes: np.ndarray  # int32 [num_items + 1, digits]; row 0 (padding) all -1
+  collision_rate: float
+  items_in_collision: int
+  collision_size: int
+
+
+def with_collision_level(code: np.ndarray, collision_level: bool = True) -> Collisions:
+  """Appends to `code` [items, levels] each item's index among the items sharing its code."""
+  n = len(code)
+  _, group, group_sizes = np.unique(code, axis=0, return_inverse=True, return_counts=True)
+  group = group.reshape(-1)
+  collision_rate = 1.0 - len(group_sizes) / n
+  items_in_collision = int((group_sizes[group] > 1).sum())
+  collision_size = 0
+  if collision_level:
+    # Index of each item among the items sharing its code, in item-id order (stable sort).
+    order = np.argsort(group, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]])
+    rank = np.empty(n, np.int32)
+    rank[order] = np.arange(n) - np.repeat(starts, group_sizes)
+    code = np.concatenate([code, rank[:, None]], axis=1)
+    collision_size = int(group_sizes.max())
+  codes_out = np.concatenate([np.full((1, code.shape[1]), -1, np.int32), code]).astype(np.int32)
+  return Collisions(codes=codes_out, collision_rate=float(collision_rate),
+                    items_in_collision=items_in_collision, collision_size=collision_size)
 
 
 def _means(x: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
@@ -151,19 +249,24 @@ def _balanced_kmeans(x: np.ndarray, k: int, max_iter: int, seed: int
   return centroids, assign
 
 
-def rq_kmeans(embeddings: np.ndarray, config: RQKMeansConfig = RQKMeansConfig()
-              ) -> SemanticIds:
-  """Semantic IDs of items 1..n from `embeddings` [n, dim] (row i-1 is item i)."""
-  from sklearn.cluster import KMeans  # pylint: disable=g-import-not-at-top
-  x = np.asarray(embeddings, np.float64)
+def check_embeddings(embeddings: np.ndarray, dtype=np.float32) -> np.ndarray:
+  """`embeddings` as a [items, dim] array of `dtype`; ValueError naming what is wrong."""
+  x = np.asarray(embeddings, dtype)
   if x.ndim != 2 or len(x) == 0:
     raise ValueError(f"embeddings must be a non-empty [items, dim] array, got shape {x.shape}")
   if not np.isfinite(x).all():
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1)) + 1
     raise ValueError(f"embeddings of item ids {bad[:10].tolist()} are not finite")
+  return x
+
+
+def rq_kmeans(embeddings: np.ndarray, config: RQKMeansConfig = RQKMeansConfig()
+              ) -> SemanticIds:
+  """Semantic IDs of items 1..n from `embeddings` [n, dim] (row i-1 is item i)."""
+  from sklearn.cluster import KMeans  # pylint: disable=g-import-not-at-top
+  x = check_embeddings(embeddings, np.float64)
   if config.levels < 1 or config.codebook_size < 1:
     raise ValueError(f"RQKMeansConfig needs levels >= 1 and codebook_size >= 1, got {config}")
-  n = len(x)
   base = float((x ** 2).sum(axis=1).mean()) or 1.0
   residual = x.copy()
   codes, codebooks, stats = [], [], []
@@ -184,31 +287,16 @@ def rq_kmeans(embeddings: np.ndarray, config: RQKMeansConfig = RQKMeansConfig()
       centroids = km.cluster_centers_
     residual = residual - centroids[assign]
     mse = float((residual ** 2).sum(axis=1).mean())
-    used = len(np.unique(assign))
     codes.append(assign.astype(np.int32))
     codebooks.append(centroids.astype(np.float32))
-    stats.append(LevelStats(
-        k=k, used=used, utilisation=used / config.codebook_size,
-        perplexity=_perplexity(assign), reconstruction_mse=mse, relative_error=mse / base,
+    stats.append(level_stats(
+        assign, config.codebook_size, k, mse, base,
         shrunk_from=config.codebook_size if k < config.codebook_size else None))
-  code = np.stack(codes, axis=1)
-  _, group, group_sizes = np.unique(code, axis=0, return_inverse=True, return_counts=True)
-  group = group.reshape(-1)
-  collision_rate = 1.0 - len(group_sizes) / n
-  items_in_collision = int((group_sizes[group] > 1).sum())
-  collision_size = 0
-  if config.collision_level:
-    # Index of each item among the items sharing its code, in item-id order (stable sort).
-    order = np.argsort(group, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]])
-    rank = np.empty(n, np.int32)
-    rank[order] = np.arange(n) - np.repeat(starts, group_sizes)
-    code = np.concatenate([code, rank[:, None]], axis=1)
-    collision_size = int(group_sizes.max())
-  codes_out = np.concatenate([np.full((1, code.shape[1]), -1, np.int32), code]).astype(np.int32)
-  return SemanticIds(codes=codes_out, codebooks=codebooks, levels=stats,
-                     collision_rate=float(collision_rate), items_in_collision=items_in_collision,
-                     collision_size=collision_size, config=config)
+  collisions = with_collision_level(np.stack(codes, axis=1), config.collision_level)
+  return SemanticIds(codes=collisions.codes, codebooks=codebooks, levels=stats,
+                     collision_rate=collisions.collision_rate,
+                     items_in_collision=collisions.items_in_collision,
+                     collision_size=collisions.collision_size, config=config)
 
 
 def semantic_ids_for_catalogue(catalogue, method: str = "tfidf_svd", dim: int = 256,

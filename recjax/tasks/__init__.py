@@ -70,12 +70,34 @@ def _build_glm(config: ml_collections.ConfigDict, workdir: str | None):
   return GLMTask(config, workdir)
 
 
+def _rqvae_config() -> ml_collections.ConfigDict:
+  from recjax.tasks import semantic_ids  # pylint: disable=g-import-not-at-top
+  return semantic_ids.rqvae_config()
+
+
+def _build_rqvae(config: ml_collections.ConfigDict, workdir: str | None):
+  from recjax.tasks.semantic_ids import RQVAETask  # pylint: disable=g-import-not-at-top
+  return RQVAETask(config, workdir)
+
+
+def _sae_config() -> ml_collections.ConfigDict:
+  from recjax.tasks import semantic_ids  # pylint: disable=g-import-not-at-top
+  return semantic_ids.sae_config()
+
+
+def _build_sae(config: ml_collections.ConfigDict, workdir: str | None):
+  from recjax.tasks.semantic_ids import SAETask  # pylint: disable=g-import-not-at-top
+  return SAETask(config, workdir)
+
+
 # Every task `config.task` may name. Modules are imported only when their task is used.
 TASKS: dict[str, TaskEntry] = {
     "sasrec": TaskEntry(_sasrec_config, _build_sasrec),  # SASRec next-item recommendation
     "lm": TaskEntry(_lm_config, _build_lm),              # causal LM of the LLM backbone
     "calrec": TaskEntry(_calrec_config, _build_calrec),  # CALRec: generator + two towers
     "glm": TaskEntry(_glm_config, _build_glm),           # GLM blank infilling (RecSysLLM)
+    "rqvae": TaskEntry(_rqvae_config, _build_rqvae),     # RQ-VAE semantic IDs of items
+    "sae": TaskEntry(_sae_config, _build_sae),           # top-k sparse-autoencoder semantic IDs
 }
 
 

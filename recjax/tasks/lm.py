@@ -87,6 +87,7 @@ class LMTask:
 
   name = "LM"
   fresh_parameters = ()  # every parameter comes from init_from when it is set
+  loss_updates = None  # the loss sets no variable outside the gradient
   results_heading = "perplexity per evaluation corpus"  # printed by recjax.main
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):

@@ -44,6 +44,7 @@ class SASRecTask:
   name = "SASRec"
   trainable = nnx.Param
   fresh_parameters = ()
+  loss_updates = None  # the loss sets no variable outside the gradient
 
   def __init__(self, config: ml_collections.ConfigDict, data: InteractionData, split: Split):
     if config.loss.name not in LOSSES:

@@ -51,6 +51,10 @@ class Task(Protocol):
   name: str
   # Which nnx.Variable types the optimizer trains (nnx.Param; LoRA adapters only for LoRA).
   trainable: Any
+  # nnx.Variable types, not trainable, that `loss` may set outside the gradient (an RQ-VAE's
+  # dead-code restart), or None; the train step keeps their new values after the optimizer
+  # update, and checkpoints them with the rest of the state.
+  loss_updates: Any
   # Names of parameters that may keep their fresh initialisation when an `init_from` checkpoint
   # lacks them (a position table an LM checkpoint does not have); () for most tasks.
   fresh_parameters: tuple[str, ...]
@@ -295,20 +299,25 @@ def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: 
   accum = int(config.train.grad_accum_steps)
   base_key = jax.random.key(config.seed)
 
+  # Non-trainable variables the loss may change outside the gradient (a quantiser's codebook
+  # statistics): their new values are kept after the optimizer step. None for most tasks.
+  loss_updates = task.loss_updates or nnx.Nothing
+
   def step_fn(state, batch, step):
     model, optimizer = nnx.merge(graphdef, state)
     model.train()
-    model_def, params, rest = nnx.split(model, task.trainable, ...)
+    model_def, params, kept, rest = nnx.split(model, task.trainable, loss_updates, ...)
 
-    def loss_fn(params, batch, key):
-      loss_sum, weight, extra = task.loss(nnx.merge(model_def, params, rest), batch,
-                                          nnx.Rngs(dropout=key))
-      return loss_sum, (weight, extra)
+    def loss_fn(params, kept, batch, key):
+      # New Variables (copy=True) at this trace level, so that the loss may set `kept` ones.
+      merged = nnx.merge(model_def, params, kept, rest, copy=True)
+      loss_sum, weight, extra = task.loss(merged, batch, nnx.Rngs(dropout=key))
+      return loss_sum, (weight, extra, nnx.state(merged, loss_updates))
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     key = jax.random.fold_in(base_key, step)
     if accum == 1:
-      (loss_sum, (weight, extra)), grads = grad_fn(params, batch, key)
+      (loss_sum, (weight, extra, kept)), grads = grad_fn(params, kept, batch, key)
     else:
       # Microbatch k takes rows k, k+accum, ...: every microbatch is spread over all devices.
       micro = jax.tree.map(
@@ -316,19 +325,21 @@ def make_train_step(config: ml_collections.ConfigDict, task: Task, train_state: 
           batch)
 
       def body(carry, inputs):
+        sums, kept = carry
         mb, k = inputs
-        (l, (w, e)), g = grad_fn(params, mb, jax.random.fold_in(key, k))
-        return jax.tree.map(jnp.add, carry, (l, w, e, g)), None
+        (l, (w, e, kept)), g = grad_fn(params, kept, mb, jax.random.fold_in(key, k))
+        return (jax.tree.map(jnp.add, sums, (l, w, e, g)), kept), None
 
-      shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), key)
-      (l0, (w0, e0)), g0 = shapes
+      shapes = jax.eval_shape(grad_fn, params, kept, jax.tree.map(lambda x: x[0], micro), key)
+      (l0, (w0, e0, _)), g0 = shapes
       init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l0, w0, e0, g0))
-      (loss_sum, weight, extra, grads), _ = jax.lax.scan(
-          body, init, (micro, jnp.arange(accum)))
+      ((loss_sum, weight, extra, grads), kept), _ = jax.lax.scan(
+          body, (init, kept), (micro, jnp.arange(accum)))
     # Task losses are sums: dividing once by the total weight makes accumulation exact.
     weight = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g / weight, grads)
     optimizer.update(model, grads)
+    nnx.update(model, kept)
     metrics = {"loss": loss_sum / weight, "grad_norm": _global_norm(grads)}
     targets = extra.pop("targets", None)
     if targets is not None:
