@@ -210,6 +210,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "text.semantic_codes": _integer(0),
     "text.target_len": _integer(0),
     "text.worker_count": _integer(0),
+    "text.item_format": _one_of("text", "semantic_id", "both"),
     # glm
     "eval.p5.max_users": _integer(0),
     "eval.p5.num_negatives": _integer(1),

@@ -271,7 +271,13 @@ def default_config():
       templates="calrec",      # template names/families (recjax.text.templates.select).
       targets="last",          # "last": one example per user; "all": every training position.
       tokenizer="byte",        # "byte", a SentencePiece .model or an HF tokenizer.json.
-      semantic_codes=0,        # REC0..REC{n-1} special tokens to register (0: none).
+      semantic_codes=0,        # REC0..REC{n-1} special tokens to register (0: none, or with
+                               # semantic_ids exactly the codes those IDs need).
+      item_format="text",      # how items are written: "text", "semantic_id" (<RECTOKEN>
+                               # REC.. </RECTOKEN>) or "both" (codes, then text); the last two
+                               # need semantic_ids (recjax/text/semantic_text.py).
+      semantic_ids="",         # a semantic-ID .npz (SemanticIds.save) or a workdir holding
+                               # semantic_ids.npz (configs/semantic_ids.py); one dataset only.
       item_fields="title,brand,categories",  # item fields written in mentions, in order.
       item_max_chars=200,      # total characters per item mention (cut at a word boundary).
       max_history_items=50,    # most recent items a history may show.
@@ -315,11 +321,15 @@ def default_config():
 
 
 def build_tokenizer(text_config):
-  """The tokenizer named by `config.text` with recjax's special tokens registered."""
+  """The tokenizer named by `config.text` with recjax's special tokens registered (and the
+  semantic-code tokens `text.semantic_ids` needs when `text.semantic_codes` is 0)."""
   from recjax.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  return tokenizer_lib.load_tokenizer(
-      text_config.tokenizer,
-      tokenizer_lib.SpecialTokens(num_semantic_codes=int(text_config.semantic_codes)))
+  codes = int(text_config.semantic_codes)
+  if not codes and text_config.get("semantic_ids", ""):
+    from recjax.text import semantic_text  # pylint: disable=g-import-not-at-top
+    codes = semantic_text.num_code_tokens(semantic_text.load_codes(text_config.semantic_ids))
+  return tokenizer_lib.load_tokenizer(text_config.tokenizer,
+                                      tokenizer_lib.SpecialTokens(num_semantic_codes=codes))
 
 
 def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None = None):
@@ -357,6 +367,9 @@ def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None =
                 num_candidates=int(text.num_candidates))
   root = config.data.get("root", "") or None
   if text.mixture:
+    if str(text.get("item_format", "text")) != "text":
+      raise ValueError("config.text.item_format other than 'text' needs one dataset "
+                       "(config.data), not config.text.mixture")
     if part != "train":
       raise ValueError("a mixture is a training corpus; evaluate per domain instead")
     specs = [dict(s) for s in text.mixture]
@@ -368,6 +381,14 @@ def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None =
   data = registry.load_dataset(spec, root)
   data_split = splits_lib.make_split(data, config.data.split, **split_kwargs(config.data))
   catalogue = item_text.ItemCatalogue.build(data, item_config, tokenizer)
+  item_format = str(text.get("item_format", "text"))
+  if item_format != "text":
+    from recjax.text import semantic_text  # pylint: disable=g-import-not-at-top
+    if not text.get("semantic_ids", ""):
+      raise ValueError(f"config.text.item_format={item_format!r} needs config.text.semantic_ids "
+                       "(a semantic-ID .npz or a workdir of configs/semantic_ids.py)")
+    catalogue = semantic_text.format_catalogue(
+        catalogue, semantic_text.load_codes(text.semantic_ids), item_format, tokenizer)
   domain = templates_lib.DOMAIN_NAMES.get(spec.get("name", ""), data.name)
   return user_corpus.UserCorpus(data, data_split, part=part, catalogue=catalogue,
                                 domain=domain, seed=seed, **kwargs)
