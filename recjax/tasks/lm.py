@@ -24,6 +24,10 @@ perplexity per corpus in `config.eval.corpora`:
   For a mixture there is one such corpus per domain (`histories_<domain>`).
 - `items`: one document per catalogue item (its text alone).
 - `NAME=PATH`: a plain text file, one document per non-empty line.
+- `curriculum` (or one `curriculum/<name>`): the synthetic-data curriculum's held-out corpora per
+  modality (recjax.curriculum.corpora.heldout_corpora).
+With `config.curriculum.rates` > 0 the training corpus is the curriculum's mixture of modalities
+(`recjax.curriculum.corpora.build_curriculum`, already sharded per process).
 Every process evaluates every document, so the metrics are identical on all of them.
 
 Starting from a local Hugging Face model directory (config.json, *.safetensors,
@@ -46,6 +50,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from recjax.curriculum import corpora as curriculum_corpora
 from recjax.eval import evaluators as evaluators_lib
 from recjax.eval import perplexity as perplexity_eval
 from recjax.models import hf_checkpoint
@@ -108,6 +113,7 @@ class LMTask:
     self.hf_dir, self._hf_key = self._hf_directory()
     self.seq_len = int(config.text.seq_len)
     self._datasets_corpus = None  # the rendered training corpus (for evaluation's data/split)
+    self._corpus_shards = None  # (index, count) when train_corpus is one process's shard
     self._resolve_tokenizer(workdir)
     self.tokenizer = pipeline.build_tokenizer(config.text)
     self.train_corpus = self._training_corpus(self.tokenizer)
@@ -168,9 +174,25 @@ class LMTask:
   def _train_tokenizer(self, path: pathlib.Path) -> None:
     logging.info("training a %d-piece SentencePiece model into %s",
                  int(self.config.lm.tokenizer_vocab_size), path)
+    if curriculum_corpora.enabled(self.config):  # the curriculum's documents and item texts
+      from recjax.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+      texts = curriculum_corpora.tokenizer_texts(
+          self.config, int(self.config.lm.tokenizer_max_documents))
+      tokenizer_lib.train_sentencepiece(texts, path, int(self.config.lm.tokenizer_vocab_size),
+                                        seed=int(self.config.seed))
+      return
     pipeline.train_tokenizer(self.config, path)  # the recipe `python -m recjax.text show` uses
 
   def _training_corpus(self, tokenizer):
+    if curriculum_corpora.enabled(self.config):
+      if self.config.lm.text_file:
+        raise ValueError("config.lm.text_file and config.curriculum.rates both name the "
+                         "training text; put the file in curriculum.general_file instead")
+      # This process's shard of every modality (train_data then reads it unsharded).
+      self._datasets_corpus = pipeline.build_corpus(self.config, "train", tokenizer)
+      self._corpus_shards = jax.process_index(), jax.process_count()
+      return curriculum_corpora.build_curriculum(self.config, tokenizer, self._datasets_corpus,
+                                                 *self._corpus_shards)
     if self.config.lm.text_file:
       return TextFileCorpus(self.config.lm.text_file)
     corpus = pipeline.build_corpus(self.config, "train", tokenizer)
@@ -231,6 +253,7 @@ class LMTask:
     sample = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(np.int64))
     lengths = [min(len(encoding.encode_document(self.train_corpus[int(i)], self.tokenizer)
                        ["tokens"]), self.seq_len) for i in sample]
+    n *= self._corpus_shards[1] if self._corpus_shards else 1  # every process's documents
     rows = math.ceil(float(np.mean(lengths)) * n / self.seq_len)
     return max(1, rows // int(self.config.train.batch_size))
 
@@ -292,9 +315,15 @@ class LMTask:
     batch = int(self.config.train.batch_size)
     if batch % process_count:
       raise ValueError(f"train.batch_size={batch} is not divisible by {process_count} processes")
+    shard = dict(shard_index=process_index, shard_count=process_count)
+    if self._corpus_shards is not None:  # the curriculum corpus is already this process's
+      if self._corpus_shards != (process_index, process_count):
+        raise ValueError(f"the curriculum corpus was built for process {self._corpus_shards}, "
+                         f"not {(process_index, process_count)}")
+      shard = dict(shard_index=0, shard_count=1)
     ds = pipeline.make_text_dataset(self.train_corpus, self.tokenizer,
                                     self._pipeline_config(batch // process_count, train=True),
-                                    shard_index=process_index, shard_count=process_count)
+                                    **shard)
     features = GLM_FEATURES if self.objective == "glm" else FEATURES
     return ds.map(lambda b: {k: b[k] for k in features})
 
@@ -327,12 +356,17 @@ class LMTask:
         for tag, data, catalogue in sources:
           name = "items" if len(sources) == 1 else f"items_{_slug(tag)}"
           corpora.append(EvalCorpus(name, user_corpus.ItemCorpus(data, catalogue, domain=tag)))
+      elif entry == "curriculum" or entry.startswith("curriculum/"):
+        names = (curriculum_corpora.HELDOUT_NAMES if entry == "curriculum"
+                 else (entry[len("curriculum/"):],))
+        corpora += curriculum_corpora.heldout_corpora(self.config, self._rendered_corpus(),
+                                                      self.tokenizer, split, names)
       elif "=" in entry:
         name, path = (s.strip() for s in entry.split("=", 1))
         corpora.append(EvalCorpus(name, TextFileCorpus(path)))
       else:
-        raise ValueError(f"config.eval.corpora: unknown corpus {entry!r}; use histories, items "
-                         "or NAME=PATH")
+        raise ValueError(f"config.eval.corpora: unknown corpus {entry!r}; use histories, items, "
+                         "curriculum[/NAME] or NAME=PATH")
     limit = int(self.config.eval.max_documents)
     for corpus in corpora:
       n = len(corpus.documents)
@@ -433,9 +467,14 @@ def default_config() -> ml_collections.ConfigDict:
           loss_on="all",        # all: every next token of a document (continual
                                 # pre-training); target: only the template's answer tokens.
       ),
+      # The synthetic-data curriculum (recjax/curriculum/corpora.py, docs/curriculum.md):
+      # with a rate > 0 the training corpus is its mixture of modalities instead of config.text.
+      curriculum=curriculum_corpora.default_config(),
       eval=dict(
           corpora="histories,items",  # comma list: histories (held-out next items of the
                                 # eval split, as the templates write them), items (item texts),
+                                # curriculum (the curriculum's held-out corpora per modality,
+                                # curriculum/<name>; or one of them, e.g. curriculum/item_text),
                                 # NAME=PATH (a text file, one document per line).
           templates="",         # templates of `histories`; "" = text.templates with an answer
                                 # (calrec if none has one).
