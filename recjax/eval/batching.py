@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from recjax.train import sharding as shard_lib
 
@@ -34,6 +35,13 @@ def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
   if len(x) > rows:
     raise ValueError(f"a batch of {len(x)} rows does not fit {rows}")
   return np.pad(x, [(0, rows - len(x))] + [(0, 0)] * (x.ndim - 1))
+
+
+def replicated(tree, mesh: jax.sharding.Mesh | None):
+  """Host arrays (or a pytree of them) placed whole on every device of `mesh` (None: as is)."""
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def put(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:

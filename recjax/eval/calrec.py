@@ -118,11 +118,6 @@ def _right_padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
   return out
 
 
-def _replicated(tree, mesh: jax.sharding.Mesh):
-  """Host arrays (or a pytree of them) placed whole on every device of `mesh`."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
-
-
 def _width(rows: Sequence[np.ndarray], multiple: int = 16) -> int:
   longest = max([1] + [len(r) for r in rows])
   return -(-longest // multiple) * multiple
@@ -301,17 +296,17 @@ class BM25Evaluator(_Generative):
         cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="beam",
                                     num_beams=self.k, stop_tokens=(self.eos_id,),
                                     pad_id=self.pad_id)
-        out = decoding.generate(model, *_replicated((prompts, lengths), mesh), cfg)
+        out = decoding.generate(model, *batching.replicated((prompts, lengths), mesh), cfg)
         tokens = np.asarray(out.tokens).reshape(-1, self.max_new_tokens)
         logp = np.asarray(out.log_probs)
       else:
         cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="sample",
                                     temperature=self.temperature, stop_tokens=(self.eos_id,),
                                     pad_id=self.pad_id)
-        rep_prompts, rep_lengths = _replicated(
+        rep_prompts, rep_lengths = batching.replicated(
             (np.repeat(prompts, self.k, 0), np.repeat(lengths, self.k)), mesh)
         out = decoding.generate(model, rep_prompts, rep_lengths, cfg,
-                                rng=_replicated(key, mesh))
+                                rng=batching.replicated(key, mesh))
         tokens = np.asarray(out.tokens)
         logp = np.asarray(_sequence_log_probs(graphdef, state, rep_prompts, rep_lengths,
                                               out.tokens, out.lengths)).reshape(-1, self.k)
@@ -353,7 +348,7 @@ class ConstrainedEvaluator(_Generative):
   def ranks(self, model, domain, users, mesh, split):
     del split
     trie, by_tokens = self._trie(domain)
-    trie = _replicated(trie, mesh)
+    trie = batching.replicated(trie, mesh)
     cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="beam",
                                 num_beams=self.k, stop_tokens=(self.eos_id,),
                                 pad_id=self.pad_id)
@@ -361,7 +356,7 @@ class ConstrainedEvaluator(_Generative):
     ids = np.zeros((len(users), width), np.int64)
     row = 0
     for prompts, lengths, n in self._prompt_batches(users):
-      out = decoding.generate(model, *_replicated((prompts, lengths), mesh), cfg, trie=trie)
+      out = decoding.generate(model, *batching.replicated((prompts, lengths), mesh), cfg, trie=trie)
       tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
       for r in range(n):
         placed = []

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from recjax.eval import batching
 from recjax.eval import metrics as metrics_lib
 from recjax.models import decoding
 
@@ -97,7 +98,6 @@ class P5Evaluator:
     self._tries = None
 
   def __call__(self, model: nnx.Module, split: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
-    del mesh  # every input is replicated: a P5 evaluation is small
     groups: dict[tuple[str, str], list[Example]] = {}
     for ex in self.examples(split):
       groups.setdefault((ex.family, "unseen" if ex.held_out else "seen"), []).append(ex)
@@ -105,18 +105,19 @@ class P5Evaluator:
     for (family, group), exs in sorted(groups.items()):
       metrics = {"examples": float(len(exs))}
       for kind in dict.fromkeys(e.kind for e in exs):
-        metrics.update(getattr(self, f"_{kind}")(model, [e for e in exs if e.kind == kind]))
+        metrics.update(getattr(self, f"_{kind}")(model, [e for e in exs if e.kind == kind],
+                                                 mesh))
       out.update({f"p5/{family}/{group}/{k}": v for k, v in metrics.items()})
     return out
 
   # --- Scoring ------------------------------------------------------------------------------
 
   def log_probs(self, model: nnx.Module, exs: Sequence[Example],
-                answers: Sequence[Sequence[Sequence[int]]],
-                entity_answers: bool) -> list[np.ndarray]:
+                answers: Sequence[Sequence[Sequence[int]]], entity_answers: bool,
+                mesh: jax.sharding.Mesh | None = None) -> list[np.ndarray]:
     """log p(answer + [eop] | prompt) of each example's candidate answers (token lists), as
     Part B of the training layout; `entity_answers`: the answers are catalogue entities (their
-    intra-positions are dynamic when the evaluator's are)."""
+    intra-positions are dynamic when the evaluator's are). Inputs are replicated on `mesh`."""
     num = max(len(a) for a in answers)
     width = _width(max(len(a) for opts in answers for a in opts) + 1, 8)
     per_call = max(1, (self.batch_size * 8) // num)  # prompts per call: about 8 x batch rows
@@ -130,57 +131,63 @@ class P5Evaluator:
           seq = list(answer) + [self.answers.eop]
           conts[r, j, :len(seq)] = seq
           lengths[r, j] = len(seq)
+      batch, conts, lengths = batching.replicated((batch, conts, lengths), mesh)
       scores = np.asarray(decoding.score(
           model, batch["tokens"], batch["lengths"], conts, lengths, positions=batch["inter"],
           extra_positions=batch["intra"], prefix_mask=batch["prefix"],
-          part_b=decoding.PartB(batch["mask"], batch["sop_intra"], entity_trie)))
+          part_b=decoding.PartB(batch["mask"], batch["sop_intra"],
+                                batching.replicated(entity_trie, mesh))))
       out += [scores[r, :len(answers[start + r])] for r in range(n)]
     return out
 
-  def _choose(self, model, exs: Sequence[Example], choices: Sequence[str]) -> list[int]:
+  def _choose(self, model, exs: Sequence[Example], choices: Sequence[str], mesh) -> list[int]:
     """Index of the likeliest of `choices` (plain text answers) for each example."""
     tokens = [self.answers.encode(text) for text in choices]
-    return [int(np.argmax(s)) for s in self.log_probs(model, exs, [tokens] * len(exs), False)]
+    return [int(np.argmax(s))
+            for s in self.log_probs(model, exs, [tokens] * len(exs), False, mesh)]
 
-  def _rating(self, model, exs):
+  def _rating(self, model, exs, mesh):
     values = list(self.answers.rating_values)
     if not values:
       raise ValueError("rating prompts to evaluate but no rating values in the data")
-    picked = self._choose(model, exs, values)
+    picked = self._choose(model, exs, values, mesh)
     pred = np.array([float(values[j]) for j in picked])
     true = np.array([float(e.target_text) for e in exs])
     return {"rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
             "mae": float(np.mean(np.abs(pred - true)))}
 
-  def _yesno(self, model, exs):
-    picked = self._choose(model, exs, ("yes", "no"))
+  def _yesno(self, model, exs, mesh):
+    picked = self._choose(model, exs, ("yes", "no"), mesh)
     return {"accuracy": float(np.mean([("yes", "no")[j] == e.target_text
                                        for j, e in zip(picked, exs)]))}
 
-  def _item(self, model, exs):
+  def _item(self, model, exs, mesh):
     out = {}
     # Sampled candidates: the prompt's own (direct) or the target + sampled negatives.
     cands = [ex.candidates if ex.candidates is not None else
              np.concatenate([[ex.target_item], ex.negatives]) for ex in exs]
     answers = [[self.answers.item_tokens[int(i)] for i in c] for c in cands]
-    scores = self.log_probs(model, exs, answers, True)
+    scores = self.log_probs(model, exs, answers, True, mesh)
     ranks = {}
     for ex, c, s in zip(exs, cands, scores):
       t = s[int(np.flatnonzero(c == ex.target_item)[0])]
       ranks.setdefault(len(c) - 1, []).append(int(np.sum(s > t) + np.sum(s == t) - 1))
     for size, r in sorted(ranks.items()):
       out.update(_named(metrics_lib.ranking_metrics(np.array(r), self.ks), f"sampled{size}_"))
-    out.update(_named(metrics_lib.ranking_metrics(self._catalogue_ranks(model, exs), self.ks)))
+    out.update(_named(metrics_lib.ranking_metrics(self._catalogue_ranks(model, exs, mesh),
+                                                  self.ks)))
     return out
 
-  def _catalogue_ranks(self, model, exs: Sequence[Example]) -> np.ndarray:
+  def _catalogue_ranks(self, model, exs: Sequence[Example], mesh) -> np.ndarray:
     """Full-catalogue ranks from the trie-constrained beam search."""
     trie, entity_trie, by_tokens = self._item_tries()
+    trie, entity_trie = batching.replicated((trie, entity_trie), mesh)
     cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="beam",
                                 num_beams=self.num_beams, stop_tokens=(self.answers.eop,),
                                 pad_id=self.answers.pad)
     ranks = []
     for batch, n, _ in self._prompt_batches(exs, self.batch_size):
+      batch = batching.replicated(batch, mesh)
       out = decoding.generate(model, batch["tokens"], batch["lengths"], cfg, trie=trie,
                               positions=batch["inter"], extra_positions=batch["intra"],
                               prefix_mask=batch["prefix"],
@@ -230,13 +237,14 @@ class P5Evaluator:
                                     np.int32)
       yield batch, n, start
 
-  def _text(self, model, exs):
+  def _text(self, model, exs, mesh):
     from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
     import sacrebleu  # pylint: disable=g-import-not-at-top
     cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="greedy",
                                 stop_tokens=(self.answers.eop,), pad_id=self.answers.pad)
     hyps = []
     for batch, n, _ in self._prompt_batches(exs, self.batch_size):
+      batch = batching.replicated(batch, mesh)
       out = decoding.generate(model, batch["tokens"], batch["lengths"], cfg,
                               positions=batch["inter"], extra_positions=batch["intra"],
                               prefix_mask=batch["prefix"],
