@@ -159,3 +159,37 @@ def test_lora_run_starts_from_a_full_parameter_workdir(tmp_path):
     np.testing.assert_array_equal(restored[key], trained[key])
   for key in adapters:  # the adapters: this run's own initialisation
     np.testing.assert_array_equal(restored[key], fresh_params[key])
+
+
+def test_added_tokens_grow_the_vocabulary_tables(tmp_path):
+  # A stage that registers more tokens (semantic-ID codes) than its source keeps the source's
+  # rows and gives the new ones rows near the mean of the old; the other way is refused.
+  from tests.test_lm import tiny_config as lm_config  # pylint: disable=g-import-not-at-top
+  small = lm_config(**{"train.num_steps": 2})
+  base = trainer.train_and_evaluate(small, build_task(small, str(tmp_path / "small")),
+                                    str(tmp_path / "small"), devices=ONE)
+  config = lm_config(**{"text.semantic_codes": 200, "init_from.path": str(tmp_path / "small")})
+  task = build_task(config, str(tmp_path / "big"))
+  _, train_state = _fresh_state(config, task)
+  _, differing = trainer.init_from_workdir(config, task, train_state, str(tmp_path / "small"))
+  old, new = _flat(base.train_state.model()), _flat(train_state.model())
+  grown = [k for k in old if old[k].shape != new[k].shape]
+  assert grown and all(k[-1] in ("embedding", "lm_head") for k in grown)
+  for key in old:
+    if key not in grown:
+      np.testing.assert_array_equal(new[key], old[key])
+  table_old, table_new = old[("embedding",)], new[("embedding",)]
+  n = len(table_old)
+  assert len(table_new) > n
+  np.testing.assert_array_equal(table_new[:n], table_old)
+  spread = np.abs(table_new[n:] - table_old.mean(0)).max()
+  assert spread < 0.1 * table_old.std(0).max() + 1e-6
+  assert any(f"embedding grown from {n} to {len(table_new)} vocabulary rows" in d
+             for d in differing)
+  # Fewer tokens than the checkpoint: not a growth, an architecture mismatch.
+  trainer.train_and_evaluate(config, task, str(tmp_path / "big"), devices=ONE)
+  smaller = lm_config(**{"init_from.path": str(tmp_path / "big")})
+  task_small = build_task(smaller, str(tmp_path / "again"))
+  _, small_state = _fresh_state(smaller, task_small)
+  with pytest.raises(trainer.RestoreError, match=r"embedding: checkpoint \("):
+    trainer.init_from_workdir(smaller, task_small, small_state, str(tmp_path / "big"))

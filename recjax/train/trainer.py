@@ -233,7 +233,7 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
   every_path = {tuple(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model))}
   is_trainable = filterlib.to_predicate(task.trainable)
   saved = ckpt_lib.model_metadata(ckpt_dir, step)
-  targets, missing, reshaped = {}, [], {}
+  targets, missing, reshaped, grown = {}, [], {}, {}
   for path, var in params:
     key = tuple(map(str, path))
     value = var.get_value()
@@ -244,7 +244,15 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
         missing.append(f"{'/'.join(key)} {tuple(value.shape)}")
     elif tuple(saved[key][0]) != tuple(value.shape):
       shapes = (tuple(saved[key][0]), tuple(value.shape))
-      reshaped.setdefault(shapes, []).append("/".join(key))
+      axis = _vocab_growth_axis(key, *shapes)
+      if axis is None:
+        reshaped.setdefault(shapes, []).append("/".join(key))
+      else:  # read at the checkpoint's shape, grown below
+        sharding = value.sharding
+        if isinstance(sharding, NamedSharding):  # replicated: the old shape may not divide
+          sharding = NamedSharding(sharding.mesh, PartitionSpec())
+        targets[key] = jax.ShapeDtypeStruct(shapes[0], value.dtype, sharding=sharding)
+        grown[key] = axis
     else:
       targets[key] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=value.sharding)
   extra = [f"{'/'.join(k)} {tuple(saved[k][0])}" for k in saved if k not in every_path]
@@ -265,11 +273,35 @@ def init_from_workdir(config: ml_collections.ConfigDict, task: Task, train_state
                                                                  "nothing"))
     raise RestoreError("\n".join(lines))
   restored = ckpt_lib.restore_model_arrays(ckpt_dir, step, targets)
+  from recjax.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  shardings = {tuple(map(str, p)): v.get_value().sharding for p, v in params}
+  for key, axis in grown.items():
+    # New tokens (semantic-ID codes, special tokens) get rows near the mean of the old ones,
+    # as for a Hugging Face import (text.tokenizer.resize_embedding_table).
+    old = np.moveaxis(np.asarray(jax.device_get(restored[key])), axis, 0)
+    size = next(v.get_value().shape[axis] for p, v in params if tuple(map(str, p)) == key)
+    table = np.moveaxis(tokenizer_lib.resize_embedding_table(old, size, rng=int(config.seed)),
+                        0, axis)
+    restored[key] = jax.device_put(np.ascontiguousarray(table), shardings[key])
+    differing.append(f"{'/'.join(key)} grown from {old.shape[0]} to {size} vocabulary rows")
   nnx.update(model, nnx.from_flat_state(
       [(path, var.replace(restored[tuple(map(str, path))])) for path, var in params
        if tuple(map(str, path)) in restored]))
   train_state.state = nnx.state((model, optimizer))
   return step, differing
+
+
+def _vocab_growth_axis(key: tuple[str, ...], saved: tuple[int, ...],
+                       wanted: tuple[int, ...]) -> int | None:
+  """The vocabulary axis of the LLM's token table (`embedding` [V, H]) or output head
+  (`lm_head` [H, V]) when `wanted` only adds vocabulary rows to `saved`, else None."""
+  axis = {"embedding": 0, "lm_head": 1}.get(key[-1]) if len(key) == 1 else None
+  if axis is None or len(saved) != 2 or len(wanted) != 2:
+    return None
+  other = 1 - axis
+  if saved[other] != wanted[other] or saved[axis] >= wanted[axis]:
+    return None
+  return axis
 
 
 def _read_json(path: str) -> dict:
