@@ -1,4 +1,3 @@
-"""Scaling laws: power-law fits of held-out loss against model and data size (`fit`).
-
-The sweep CLI (`python -m recjax.scaling`) and plots are not built yet (docs/curriculum.md).
+"""Scaling laws: power-law fits of held-out loss against model and data size (`fit`), and the
+sweep that makes the points (`sweep`, `python -m recjax.scaling --config=configs/scaling.py`).
 """

@@ -1,0 +1,38 @@
+"""A scaling sweep of the curriculum's continual pre-training: configs/scaling.py[:NAME].
+
+    python -m recjax.scaling --config=configs/scaling.py --workdir=/tmp/recjax_scaling
+    RECJAX_DATA_DIR=../shared/data python -m recjax.scaling \
+        --config=configs/scaling.py:amazon_games6k --workdir=/tmp/scaling_games
+
+Every point is `python -m recjax.main --config=configs/curriculum.py:NAME` (the lm task on the
+curriculum's mixture of modalities; its held-out perplexity corpora per modality) with one of the
+model sizes below and `train.num_steps` = one of the budgets, in its own workdir; the points
+share the first point's tokenizer. Re-running resumes the sweep (finished points are skipped).
+At the end ROOT/report.md has each point's test loss per corpus and the fits L(D) = L_inf +
+A*D^-alpha per size and L(N, D) = E + A*N^-alpha + B*D^-beta per corpus (standard errors, R^2),
+ROOT/plots/ the curves (recjax/scaling/sweep.py). `--dry_run` prints the 16 commands.
+
+Expected on 2 CPU cores: 4 sizes (about 0.2M to 1.5M parameters) x 4 budgets (60 to 480 steps of
+16 x 256 tokens), not yet measured end to end; the budgets double so that D spans 8x.
+"""
+import ml_collections
+
+
+def get_config(name: str = "synthetic"):
+  return ml_collections.ConfigDict(dict(
+      base=f"configs/curriculum.py:{name}",  # FILE[:ARG] of every point's recjax.main run.
+      # Model sizes: name -> model.overrides (tiny_llama widened); N is counted from the run.
+      sizes=dict(
+          s1=dict(num_layers=2, hidden_size=48, num_heads=4, num_kv_heads=4, head_dim=12,
+                  mlp_dim=144),
+          s2=dict(num_layers=2, hidden_size=80, num_heads=4, num_kv_heads=4, head_dim=20,
+                  mlp_dim=240),
+          s3=dict(num_layers=3, hidden_size=112, num_heads=4, num_kv_heads=4, head_dim=28,
+                  mlp_dim=336),
+          s4=dict(num_layers=4, hidden_size=160, num_heads=4, num_kv_heads=4, head_dim=40,
+                  mlp_dim=480),
+      ),
+      steps=[60, 120, 240, 480],  # data budgets in training steps (D = steps x batch x seq_len).
+      # Overrides for every point, e.g. "--config.eval.max_documents=256".
+      overrides=["--config.train.checkpoint_every_steps=1000000"],
+  ))

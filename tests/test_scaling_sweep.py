@@ -1,0 +1,76 @@
+"""The scaling sweep (python -m recjax.scaling): points as real recjax workdirs, resume, a
+failing point kept out, the fits and the report with plots."""
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+
+from recjax.scaling import sweep as sweep_lib
+
+TINY = ["--config.data.dataset.num_users=96", "--config.data.dataset.num_items=48",
+        "--config.data.dataset.num_clusters=4", "--config.lm.tokenizer_vocab_size=0",
+        "--config.text.tokenizer=byte", "--config.text.seq_len=96",
+        "--config.text.max_history_items=3", "--config.train.batch_size=8",
+        "--config.model.vocab_multiple=64", "--config.eval.max_documents=16",
+        "--config.train.checkpoint_every_steps=1000"]
+
+
+def _sweep(sizes, steps, extra=()):
+  return ml_collections.ConfigDict(dict(base="configs/lm.py", sizes=sizes, steps=steps,
+                                        overrides=TINY + list(extra)))
+
+
+def test_sweep_runs_resumes_and_reports(tmp_path, capfd):
+  sizes = dict(a=dict(num_layers=1, hidden_size=16, num_heads=2, num_kv_heads=2, head_dim=8,
+                      mlp_dim=32),
+               b=dict(num_layers=1, hidden_size=32, num_heads=2, num_kv_heads=2, head_dim=16,
+                      mlp_dim=64),
+               bad=dict(no_such_field=1))  # an unknown knob: the run fails, the sweep goes on
+  sweep = _sweep(sizes, [2, 4])
+  failed = sweep_lib.run(sweep, str(tmp_path))
+  assert sorted(os.path.basename(f) for f in failed) == ["bad_2", "bad_4"]
+  rows = sweep_lib.collect(sweep, str(tmp_path))
+  assert [(r["size"], r["steps"]) for r in rows] == [("a", 2), ("a", 4), ("b", 2), ("b", 4)]
+  for r in rows:
+    results = json.loads(open(os.path.join(r["workdir"], "results.json")).read())
+    assert r["N"] == results["num_params"] > 0
+    assert r["D"] == r["steps"] * 8 * 96
+    assert set(r["losses"]) == {"histories", "items"}
+    assert r["losses"]["items"] == results["test/items/loss"]
+  assert rows[0]["N"] == rows[1]["N"] < rows[2]["N"]
+  # Re-running skips every finished point (and runs the failed ones again).
+  capfd.readouterr()
+  assert len(sweep_lib.run(sweep, str(tmp_path))) == 2
+  printed = capfd.readouterr().out
+  assert printed.count("finished, skipped") == 4 and printed.count("failed (exit") == 2
+  out = subprocess.run([sys.executable, "-m", "recjax.scaling", "--config=configs/scaling.py",
+                        f"--workdir={tmp_path}", "--dry_run"], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and "s1, 60 steps: $" in out.stdout
+  text = sweep_lib.write_report(str(tmp_path), rows, sweep_lib.fit_rows(rows), failed)
+  assert "| a |" in text and "no fit" in text  # two budgets per size: too few points to fit
+  assert os.path.exists(tmp_path / "plots" / "items.png")
+
+
+def test_fits_recover_known_constants_and_plot(tmp_path):
+  # Points generated from L(N, D) = 1.5 + 40 N^-0.3 + 900 D^-0.4 (noise-free).
+  rows = []
+  for n in (1e5, 3e5, 1e6, 3e6):
+    for d in (1e6, 4e6, 1.6e7, 6.4e7):
+      loss = 1.5 + 40 * n ** -0.3 + 900 * d ** -0.4
+      rows.append(dict(size=f"n{int(n)}", steps=int(d // 1000), N=int(n), D=int(d),
+                       losses={"walks": loss}, workdir=""))
+  fits = sweep_lib.fit_rows(rows)
+  joint = fits["walks"]["joint"]
+  assert joint.r2 > 0.9999
+  np.testing.assert_allclose([joint.params[k] for k in ("E", "alpha", "beta")],
+                             [1.5, 0.3, 0.4], rtol=1e-3)
+  per_size = fits["walks"]["data"]["n100000"]
+  assert per_size.r2 > 0.9999
+  np.testing.assert_allclose(per_size.params["alpha"], 0.4, rtol=1e-3)
+  text = sweep_lib.write_report(str(tmp_path), rows, fits)
+  assert "R^2 = 1.0000 over 16 points" in text
+  assert (tmp_path / "plots" / "walks.png").stat().st_size > 1000
