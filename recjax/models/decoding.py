@@ -262,25 +262,10 @@ def generate(model: llm.LLM,
   Returns:
     `GenerateOutput` for greedy/sample, `BeamOutput` for beam search.
   """
-  prompts = jnp.asarray(prompts, jnp.int32)
-  if prompt_lengths is None:
-    prompt_lengths = jnp.full((prompts.shape[0],), prompts.shape[1], jnp.int32)
-  prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
   if rng is None:
     rng = jax.random.key(0)
-  b, p = prompts.shape
-  if positions is None:
-    slot = jnp.arange(p, dtype=jnp.int32)
-    positions = jnp.maximum(slot[None] - (p - prompt_lengths)[:, None], 0)
-  prompt = _Prompt(tokens=prompts, lengths=prompt_lengths,
-                   positions=jnp.asarray(positions, jnp.int32),
-                   extra_positions=None if extra_positions is None else
-                   jnp.asarray(extra_positions, jnp.int32),
-                   prefix_mask=None if prefix_mask is None else
-                   jnp.asarray(prefix_mask).astype(bool))
-  if part_b is not None:
-    part_b = part_b.replace(inter=jnp.broadcast_to(jnp.asarray(part_b.inter, jnp.int32), (b,)),
-                            intra=jnp.broadcast_to(jnp.asarray(part_b.intra, jnp.int32), (b,)))
+  prompt, part_b = _prompt_inputs(prompts, prompt_lengths, positions, extra_positions,
+                                  prefix_mask, part_b)
   graphdef, state = nnx.split(model)
   return _generate(graphdef, state, prompt, rng, trie, part_b, config)
 
@@ -311,21 +296,8 @@ def score(model: llm.LLM,
   Returns:
     (batch, C) float32 log p(continuation | prompt).
   """
-  prompts = jnp.asarray(prompts, jnp.int32)
-  b, p = prompts.shape
-  prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
-  if positions is None:
-    slot = jnp.arange(p, dtype=jnp.int32)
-    positions = jnp.maximum(slot[None] - (p - prompt_lengths)[:, None], 0)
-  prompt = _Prompt(tokens=prompts, lengths=prompt_lengths,
-                   positions=jnp.asarray(positions, jnp.int32),
-                   extra_positions=None if extra_positions is None else
-                   jnp.asarray(extra_positions, jnp.int32),
-                   prefix_mask=None if prefix_mask is None else
-                   jnp.asarray(prefix_mask).astype(bool))
-  if part_b is not None:
-    part_b = part_b.replace(inter=jnp.broadcast_to(jnp.asarray(part_b.inter, jnp.int32), (b,)),
-                            intra=jnp.broadcast_to(jnp.asarray(part_b.intra, jnp.int32), (b,)))
+  prompt, part_b = _prompt_inputs(prompts, prompt_lengths, positions, extra_positions,
+                                  prefix_mask, part_b)
   graphdef, state = nnx.split(model)
   return _score(graphdef, state, prompt, jnp.asarray(continuations, jnp.int32),
                 jnp.asarray(continuation_lengths, jnp.int32), part_b)
@@ -368,6 +340,28 @@ class _Prompt:
   positions: Array  # (b, p)
   extra_positions: Array | None  # (b, p)
   prefix_mask: Array | None  # (b, p) bool
+
+
+def _prompt_inputs(prompts, prompt_lengths, positions, extra_positions, prefix_mask,
+                   part_b: PartB | None) -> tuple[_Prompt, PartB | None]:
+  """The device arrays of a left-padded prompt batch (`generate`'s and `score`'s arguments)."""
+  prompts = jnp.asarray(prompts, jnp.int32)
+  b, p = prompts.shape
+  prompt_lengths = (jnp.full((b,), p, jnp.int32) if prompt_lengths is None
+                    else jnp.asarray(prompt_lengths, jnp.int32))
+  if positions is None:
+    slot = jnp.arange(p, dtype=jnp.int32)
+    positions = jnp.maximum(slot[None] - (p - prompt_lengths)[:, None], 0)
+  prompt = _Prompt(tokens=prompts, lengths=prompt_lengths,
+                   positions=jnp.asarray(positions, jnp.int32),
+                   extra_positions=None if extra_positions is None else
+                   jnp.asarray(extra_positions, jnp.int32),
+                   prefix_mask=None if prefix_mask is None else
+                   jnp.asarray(prefix_mask).astype(bool))
+  if part_b is not None:
+    part_b = part_b.replace(inter=jnp.broadcast_to(jnp.asarray(part_b.inter, jnp.int32), (b,)),
+                            intra=jnp.broadcast_to(jnp.asarray(part_b.intra, jnp.int32), (b,)))
+  return prompt, part_b
 
 
 class _Positions:
