@@ -1,4 +1,5 @@
 """Running `python -m recjax.main` as a user would, in a subprocess."""
+import importlib.util
 import os
 import pathlib
 
@@ -12,3 +13,24 @@ def run_main_env(devices: int = 1) -> dict[str, str]:
   env["JAX_COMPILATION_CACHE_DIR"] = str(REPO / ".jax_cache")
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
+
+
+def config_file(name: str, arg: str):
+  """`get_config(arg)` of configs/<name>.py, as `--config=configs/<name>.py:<arg>` loads it."""
+  spec = importlib.util.spec_from_file_location(f"{name}_cfg", REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def cli_overrides(values: dict) -> list[str]:
+  """{"a.b": 1, "c": {"d": 2}, "e": (3, 4)} -> the --config.KEY=VALUE flags of recjax.main."""
+  out = []
+  for key, value in values.items():
+    if isinstance(value, dict):
+      out += [f"--config.{key}.{k}={v}" for k, v in value.items()]
+    elif isinstance(value, tuple):
+      out.append(f"--config.{key}=({','.join(map(str, value))},)")
+    else:
+      out.append(f"--config.{key}={value}")
+  return out

@@ -15,7 +15,7 @@ from recjax.tasks.calrec import CALRecTask
 from recjax.train import sharding as shard_lib
 from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
-from tests.cli_utils import REPO, run_main_env
+from tests.cli_utils import REPO, cli_overrides, config_file, run_main_env
 from tests.datasets import require_data_dir
 from tests.trainer_utils import apply_overrides
 
@@ -35,30 +35,17 @@ TINY = {
 
 
 def tiny_config(**overrides):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("calrec_cfg", REPO / "configs" / "calrec.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("synthetic")
+  config = config_file("calrec", "synthetic")
   apply_overrides(config, {**TINY, "train.num_steps": 3, "eval.evaluators": "dense",
                            **overrides})
   config_lib.check_config(config)
   return config
 
 
-def _cli_overrides(values):
-  out = []
-  for key, value in values.items():
-    if isinstance(value, dict):
-      out += [f"--config.{key}.{k}={v}" for k, v in value.items()]
-    else:
-      out.append(f"--config.{key}={value}")
-  return out
-
 
 def test_main_trains_and_reports_every_mode_next_to_popularity(tmp_path):
   workdir = tmp_path / "run"
-  args = _cli_overrides({**TINY, "train.num_steps": 12,
+  args = cli_overrides({**TINY, "train.num_steps": 12,
                          "eval.evaluators": "dense,bm25,constrained"})
   proc = subprocess.run([sys.executable, "-m", "recjax.main", "--config=configs/calrec.py",
                          f"--workdir={workdir}", *args], cwd=REPO, env=run_main_env(),

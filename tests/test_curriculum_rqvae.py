@@ -17,7 +17,7 @@ from recjax.tasks import build_task
 from recjax.tasks.semantic_ids import load_semantic_ids
 from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
-from tests.cli_utils import REPO, run_main_env
+from tests.cli_utils import REPO, cli_overrides, config_file, run_main_env
 from tests.datasets import require_data_dir
 from tests.trainer_utils import apply_overrides
 
@@ -34,26 +34,11 @@ TINY = {"data.dataset": {"name": "synthetic", "num_users": 200, "num_items": 100
 
 
 def tiny_config(**overrides):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("sid_cfg", REPO / "configs" / "semantic_ids.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("rqvae,synthetic")
+  config = config_file("semantic_ids", "rqvae,synthetic")
   apply_overrides(config, {**TINY, **overrides})
   config_lib.check_config(config)
   return config
 
-
-def _cli(values):
-  out = []
-  for key, value in values.items():
-    if isinstance(value, dict):
-      out += [f"--config.{key}.{k}={v}" for k, v in value.items()]
-    elif isinstance(value, tuple):
-      out.append(f"--config.{key}=({','.join(map(str, value))},)")
-    else:
-      out.append(f"--config.{key}={value}")
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +47,7 @@ def main_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("rqvae") / "run"
   proc = subprocess.run([sys.executable, "-m", "recjax.main",
                          "--config=configs/semantic_ids.py:rqvae,synthetic",
-                         f"--workdir={workdir}", *_cli({**TINY, "eval.rq_kmeans_baseline": True})],
+                         f"--workdir={workdir}", *cli_overrides({**TINY, "eval.rq_kmeans_baseline": True})],
                         cwd=REPO, env=run_main_env(), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
