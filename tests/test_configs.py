@@ -66,6 +66,14 @@ def test_unknown_sasrec_dataset_is_named():
 def test_every_config_file_passes_the_schema_check(path):
   module = _load(path)
   config = module.get_config()
+  if "python -m recjax.scaling" in (module.__doc__ or ""):  # a sweep of experiment configs
+    base, _, arg = config.base.partition(":")
+    base_config = _load(REPO / base).get_config(arg)
+    for size in config.sizes.values():  # every size is a valid set of model overrides
+      point = base_config.copy_and_resolve_references()
+      point.model.overrides.update(dict(size))
+      config_lib.check_config(point)
+    return
   config_lib.check_config(config)
   assert module.__doc__ and "python -m recjax.main" in module.__doc__
 
