@@ -38,6 +38,7 @@ from recjax.text.corpora import EvalCorpus, Subset, TextFileCorpus
 from recjax.text.document import Document, Entity, Span, render_list, render_template
 from recjax.text.item_text import ItemCatalogue
 from recjax.text.mixture import Domain, Mixture
+from recjax.text.user_corpus import UserCorpus
 
 MODALITIES = ("item_text", "rules", "walks", "histories", "general")
 # Held-out corpora, in the order `heldout_corpora` returns them (each named curriculum/<name>).
@@ -370,7 +371,7 @@ def walk_corpus(graph: walks_lib.Graph, catalogue: ItemCatalogue, knobs, *, shar
 
 
 def _base_parts(base) -> tuple[InteractionData, Split, ItemCatalogue, str]:
-  if hasattr(base, "domains"):
+  if not isinstance(base, UserCorpus):
     raise ValueError("the curriculum needs one dataset (config.data), not config.text.mixture")
   return base.data, base.split, base.catalogue, base.domain
 

@@ -177,7 +177,7 @@ class GLMTask(lm_task.LMTask):
 
   def _p5_answers(self) -> p5_eval.Answers:
     corpus = self._rendered_corpus()
-    if not hasattr(corpus, "data"):
+    if not isinstance(corpus, user_corpus.UserCorpus):
       raise ValueError("the p5 evaluator needs one dataset (config.data), not a mixture or "
                        "a text file")
     vocab = self.tokenizer.vocab_size
