@@ -211,7 +211,7 @@ def test_pairs_come_from_the_training_prefixes_only(tiny_pairs):
     assert history == seq[:pos][-3:].tolist()
 
 
-@pytest.mark.parametrize("user_tokens", ["prompt", "history_items"])
+@pytest.mark.parametrize("user_tokens", ["prompt", "history_items", "last"])
 def test_rows_and_masks_select_exactly_the_intended_tokens(tiny_pairs, user_tokens):
   _, _, tok, pairs = tiny_pairs
   encode = calrec_pairs.EncodePair(tok, seq_len=400, item_len=64, user_tokens=user_tokens,
@@ -229,6 +229,8 @@ def test_rows_and_masks_select_exactly_the_intended_tokens(tiny_pairs, user_toke
     user = tok.decode(row["tokens"][row["user_mask"] > 0])
     if user_tokens == "prompt":
       assert user == doc.text[:doc.target_start]
+    elif user_tokens == "last":  # byte tokens: the prompt's last character
+      assert row["user_mask"].sum() == 1 and user == doc.text[doc.target_start - 1]
     else:
       items = [doc.text[s.start:s.end] for s in doc.spans if s.role == "history"]
       assert user == "".join(items)

@@ -371,7 +371,10 @@ def default_config() -> ml_collections.ConfigDict:
                             # >= 1); N = the last N positions of each training sequence.
       user_tokens="prompt",  # v_U pools: "prompt" = every token after BOS before the next
                             # item (template words + history); "history_items" = only the
-                            # history items' tokens. [open in the paper]
+                            # history items' tokens; "last" = the last prompt token alone
+                            # (recommended: mean pooling collapses v_U, docs/benchmarks.md;
+                            # the default stays until the documented figures are re-measured).
+                            # [open in the paper]
       item_len=0,           # item-alone row: tokens after BOS; 0 = the longest item text.
       pool_layer="final",   # hidden states pooled: "final" (final-normed, the LM head's
                             # input; recommended) or a block index (-1 = the last block's

@@ -17,7 +17,9 @@ Each pair becomes two rows with one set of weights (recjax.tasks.calrec):
 Rows are padded, never packed (one example per row, `segment_ids` 1 on real tokens), so the
 pooling masks are plain per-token masks. `user_mask` is, by `user_tokens`, every prompt token
 after BOS ("prompt": the template words and the history) or only the history items' tokens
-("history_items"). `target_mask` is the next item's tokens (its entity in the encoded
+("history_items"), or the last prompt token alone ("last": the causal state that predicts the
+next item; mean pooling over many causal states collapses every user onto one direction, issue
+10). `target_mask` is the next item's tokens (its entity in the encoded
 document); `loss_mask` the same tokens plus EOS (the model learns to stop). Each row's
 `pair_id` tells duplicates apart: domain * (largest catalogue + 1) + item id, so an item that
 is the next item of two pairs of a batch is never its own negative.
@@ -40,7 +42,7 @@ from recjax.text import encoding
 from recjax.text import templates as templates_lib
 from recjax.text.user_corpus import UserCorpus
 
-USER_TOKENS = ("prompt", "history_items")
+USER_TOKENS = ("prompt", "history_items", "last")
 JOINT_FEATURES = ("tokens", "segment_ids", "positions", "loss_mask", "user_mask", "target_mask")
 ITEM_FEATURES = ("item_tokens", "item_segment_ids", "item_positions", "item_mask")
 FEATURES = JOINT_FEATURES + ITEM_FEATURES + ("pair_id", "valid")
@@ -155,6 +157,11 @@ def joint_masks(example: dict[str, np.ndarray], user_tokens: str,
     user_mask = np.zeros(n, bool)
     user_mask[1:stop] = True  # after BOS, before the answer
     user_mask &= ~target_mask
+  elif user_tokens == "last":  # the last prompt token: the state that predicts the next item
+    first_answer = np.flatnonzero(example["loss_mask"] > 0)
+    stop = int(first_answer[0]) if len(first_answer) else n
+    user_mask = np.zeros(n, bool)
+    user_mask[max(stop - 1, 1):stop] = True
   elif user_tokens == "history_items":
     history = np.flatnonzero(roles == document.ENTITY_ROLES["history"]) + 1
     user_mask = np.isin(example["entity_ids"], history) & (example["entity_ids"] > 0)
