@@ -7,7 +7,7 @@ template: the history, then the next item's text) and the item-alone sequence (B
 item's text). The two are two padded rows per pair (not packed), so every pooling mask is a
 plain per-token mask of its row. From the hidden states of `calrec.pool_layer`:
 
-  v_U    mean over the history tokens of the joint row (`calrec.user_tokens`)
+  v_U    the joint row's last prompt token, or a mean over its history (`calrec.user_tokens`)
   v_T|U  mean over the next item's tokens of the joint row
   v_T    mean over the item tokens of the item-alone row
 
@@ -369,11 +369,11 @@ def default_config() -> ml_collections.ConfigDict:
                             # '{target}' alone); recjax.text.templates.
       window=0,             # pairs per training sequence: 0 = every prefix (every position
                             # >= 1); N = the last N positions of each training sequence.
-      user_tokens="prompt",  # v_U pools: "prompt" = every token after BOS before the next
-                            # item (template words + history); "history_items" = only the
-                            # history items' tokens; "last" = the last prompt token alone
-                            # (recommended: mean pooling collapses v_U, docs/benchmarks.md;
-                            # the default stays until the documented figures are re-measured).
+      user_tokens="last",   # v_U pools: "last" = the last prompt token alone (recommended:
+                            # mean pooling collapses v_U and L_UT stays at chance,
+                            # docs/benchmarks.md "CALRec's user tower"); "prompt" = every
+                            # token after BOS before the next item (template words +
+                            # history); "history_items" = only the history items' tokens.
                             # [open in the paper]
       item_len=0,           # item-alone row: tokens after BOS; 0 = the longest item text.
       pool_layer="final",   # hidden states pooled: "final" (final-normed, the LM head's
