@@ -15,12 +15,19 @@ def run_main_env(devices: int = 1) -> dict[str, str]:
   return env
 
 
-def config_file(name: str, arg: str):
-  """`get_config(arg)` of configs/<name>.py, as `--config=configs/<name>.py:<arg>` loads it."""
+def config_file(name: str, arg: str, overrides: dict | None = None):
+  """`get_config(arg)` of configs/<name>.py, as `--config=configs/<name>.py:<arg>` loads it;
+  with `overrides` ({"a.b": value}), those applied and the result schema-checked."""
   spec = importlib.util.spec_from_file_location(f"{name}_cfg", REPO / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  config = module.get_config(arg)
+  if overrides is not None:
+    from recjax import config as config_lib  # pylint: disable=g-import-not-at-top
+    from tests.trainer_utils import apply_overrides  # pylint: disable=g-import-not-at-top
+    apply_overrides(config, overrides)
+    config_lib.check_config(config)
+  return config
 
 
 def cli_overrides(values: dict) -> list[str]:

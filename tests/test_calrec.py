@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax import config as config_lib
 from recjax.eval import calrec as calrec_eval
 from recjax.tasks import build_task
 from recjax.tasks.calrec import CALRecTask
@@ -17,7 +16,6 @@ from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
 from tests.cli_utils import REPO, cli_overrides, config_file, run_main_env
 from tests.datasets import require_data_dir
-from tests.trainer_utils import apply_overrides
 
 ONE = jax.devices()[:1]
 # The shape every in-process test and the CLI test share (byte tokens, 2 layers x 32 wide).
@@ -35,12 +33,8 @@ TINY = {
 
 
 def tiny_config(**overrides):
-  config = config_file("calrec", "synthetic")
-  apply_overrides(config, {**TINY, "train.num_steps": 3, "eval.evaluators": "dense",
-                           **overrides})
-  config_lib.check_config(config)
-  return config
-
+  return config_file("calrec", "synthetic", {**TINY, "train.num_steps": 3,
+                                             "eval.evaluators": "dense", **overrides})
 
 
 def test_main_trains_and_reports_every_mode_next_to_popularity(tmp_path):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax import config as config_lib
 from recjax.curriculum import rqvae
 from recjax.tasks import build_task
 from recjax.tasks.semantic_ids import load_semantic_ids
@@ -19,7 +18,6 @@ from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
 from tests.cli_utils import REPO, cli_overrides, config_file, run_main_env
 from tests.datasets import require_data_dir
-from tests.trainer_utils import apply_overrides
 
 ONE = jax.devices()[:1]
 # 1,000 synthetic items, 3 x 32 codes, a small MLP: seconds per run. Two microbatches a step:
@@ -34,11 +32,7 @@ TINY = {"data.dataset": {"name": "synthetic", "num_users": 200, "num_items": 100
 
 
 def tiny_config(**overrides):
-  config = config_file("semantic_ids", "rqvae,synthetic")
-  apply_overrides(config, {**TINY, **overrides})
-  config_lib.check_config(config)
-  return config
-
+  return config_file("semantic_ids", "rqvae,synthetic", {**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,8 @@ def main_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("rqvae") / "run"
   proc = subprocess.run([sys.executable, "-m", "recjax.main",
                          "--config=configs/semantic_ids.py:rqvae,synthetic",
-                         f"--workdir={workdir}", *cli_overrides({**TINY, "eval.rq_kmeans_baseline": True})],
+                         f"--workdir={workdir}",
+                         *cli_overrides({**TINY, "eval.rq_kmeans_baseline": True})],
                         cwd=REPO, env=run_main_env(), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc

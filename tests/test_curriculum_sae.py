@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax import config as config_lib
 from recjax.curriculum import sae
 from recjax.tasks import build_task
 from recjax.tasks.semantic_ids import load_semantic_ids
@@ -19,7 +18,6 @@ from recjax.train import trainer
 from recjax.train.metrics_writer import read_jsonl
 from tests.cli_utils import REPO, cli_overrides, config_file, run_main_env
 from tests.datasets import require_data_dir
-from tests.trainer_utils import apply_overrides
 
 ONE = jax.devices()[:1]
 # 1,000 synthetic items, 256 latents, codes of 4 latents: seconds per run.
@@ -32,11 +30,7 @@ TINY = {"data.dataset": {"name": "synthetic", "num_users": 200, "num_items": 100
 
 
 def tiny_config(**overrides):
-  config = config_file("semantic_ids", "sae,synthetic")
-  apply_overrides(config, {**TINY, **overrides})
-  config_lib.check_config(config)
-  return config
-
+  return config_file("semantic_ids", "sae,synthetic", {**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
