@@ -82,18 +82,10 @@ class RQVAE(nnx.Module):
     self.restarts = QuantizerState(jnp.zeros(config.levels, jnp.int32))
 
   def encode(self, x: jax.Array) -> jax.Array:
-    for i, layer in enumerate(self.encoder):
-      x = layer(x)
-      if i < len(self.encoder) - 1:
-        x = jax.nn.relu(x)
-    return x
+    return _mlp(self.encoder, x)
 
   def decode(self, z: jax.Array) -> jax.Array:
-    for i, layer in enumerate(self.decoder):
-      z = layer(z)
-      if i < len(self.decoder) - 1:
-        z = jax.nn.relu(z)
-    return z
+    return _mlp(self.decoder, z)
 
   def codewords(self) -> jax.Array:
     """[levels, codebook_size, latent_dim]: the trained codebook plus the restart offsets."""
@@ -252,3 +244,12 @@ def semantic_ids(model: RQVAE, embeddings: np.ndarray, notes: tuple[str, ...] = 
                          items_in_collision=collisions.items_in_collision,
                          collision_size=collisions.collision_size, config=cfg, method="RQ-VAE",
                          codebook_size=cfg.codebook_size, notes=notes)
+
+
+def _mlp(layers, x: jax.Array) -> jax.Array:
+  """`layers` in turn with a ReLU between them (none after the last)."""
+  for i, layer in enumerate(layers):
+    x = layer(x)
+    if i < len(layers) - 1:
+      x = jax.nn.relu(x)
+  return x
