@@ -76,6 +76,7 @@ def get_config(args: str = "synthetic"):
     config.eval.max_users = 500
     if stage == "stage1":
       config.text.mixture = [dict(dataset=dict(name=name), rate=1.0) for name in MIXTURE]
+      config.eval.domains = target  # the "stage 1 only" row; "" evaluates every domain
       config.train.num_steps = 3000
     else:
       config.train.num_steps = 2000

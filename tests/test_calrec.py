@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from recjax.eval import calrec as calrec_eval
+from recjax.eval import ranking as ranking_eval
 from recjax.tasks import build_task
 from recjax.tasks.calrec import CALRecTask
 from recjax.train import sharding as shard_lib
@@ -280,6 +281,27 @@ def test_a_mixture_keeps_domains_apart(tmp_path):
   assert set(domains.tolist()) == {0, 1} and (batch["pair_id"] % 25 >= 1).all()
   assert [d.prefix for d in task._eval_domains()] == ["shop_a/", "shop_b/"]
   assert "dense/shop_b/recall@10" in task.table_columns
+  only_b = CALRecTask(tiny_config(**{"text.mixture": config.text.mixture,
+                                     "eval.domains": "Shop B"}), str(tmp_path / "b"))
+  assert [d.prefix for d in only_b._eval_domains()] == ["shop_b/"]
+  assert only_b.table_columns == [c for c in task.table_columns if "/shop_b/" in c]
+  with pytest.raises(ValueError, match=r"eval.domains: \['Shop C'\] is not a domain"):
+    CALRecTask(tiny_config(**{"text.mixture": config.text.mixture,
+                              "eval.domains": "Shop C"}), str(tmp_path / "c"))._eval_domains()
+
+
+@pytest.mark.parametrize("split_name", ["valid", "test"])
+def test_evaluated_users_are_sasrecs(tmp_path, split_name):
+  """With the same seed and eval.max_users, CALRec and SASRec evaluate the same users: the same
+  targets and histories, in the same order."""
+  config = tiny_config(**{"eval.max_users": 11, "seed": 3})
+  task = CALRecTask(config, str(tmp_path))
+  users = task._eval_domains()[0].users(split_name)
+  sasrec_users = ranking_eval.split_eval_set(task.train_corpus.split, split_name, 11, 3)
+  assert len(users) == len(sasrec_users) == 11
+  np.testing.assert_array_equal(users.targets, sasrec_users.targets)
+  for mine, theirs in zip(users.histories, sasrec_users.histories):
+    np.testing.assert_array_equal(mine, np.unique(theirs))
 
 
 def test_evaluators_on_eight_devices_match_one(tmp_path):

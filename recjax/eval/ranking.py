@@ -32,11 +32,20 @@ from recjax.eval import batching
 from recjax.eval import metrics as metrics_lib
 
 
+def subset_rows(num_users: int, max_users: int, seed: int) -> np.ndarray:
+  """Rows of an evaluation set of `num_users` kept by `max_users` (0 = all): a fixed random
+  subset, sorted. Every task draws its evaluated users with it, so that SASRec, CALRec and a
+  baseline with the same `seed` and `max_users` are evaluated on the same users."""
+  if not max_users or num_users <= max_users:
+    return np.arange(num_users)
+  return np.sort(np.random.default_rng(seed).choice(num_users, max_users, False))
+
+
 def subset_eval_set(eval_set: EvalSet, max_users: int, seed: int) -> EvalSet:
   """A fixed random subset of `max_users` users (0 = all), the same for every checkpoint."""
   if not max_users or len(eval_set) <= max_users:
     return eval_set
-  pick = np.sort(np.random.default_rng(seed).choice(len(eval_set), max_users, False))
+  pick = subset_rows(len(eval_set), max_users, seed)
   return EvalSet(eval_set.users[pick],
                  type(eval_set.histories).from_lists([eval_set.histories[i] for i in pick]),
                  eval_set.targets[pick])

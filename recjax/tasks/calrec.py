@@ -51,6 +51,7 @@ from flax import nnx
 
 from recjax.eval import calrec as calrec_eval
 from recjax.eval import perplexity as perplexity_eval
+from recjax.eval import ranking as ranking_eval
 from recjax.models import llm
 from recjax.objectives import contrastive
 from recjax.objectives import lm as lm_loss
@@ -297,12 +298,22 @@ class CALRecTask(lm_task.LMTask):
                                  skip_special=True)
 
   def _eval_domains(self) -> list[calrec_eval.Domain]:
-    """Every domain of the training corpus, with its catalogue and evaluation users."""
+    """The evaluated domains of the training corpus (`eval.domains`), with their catalogues
+    and evaluation users."""
     if self._domains_cache is not None:
       return self._domains_cache
     pairs = self._pair_domains()
+    wanted = [w.strip() for w in str(self.config.eval.domains).split(",") if w.strip()]
+    if wanted:
+      names = [(p.data.name, p.domain) for p in pairs]
+      unknown = [w for w in wanted if not any(w in n for n in names)]
+      if unknown:
+        raise ValueError(f"config.eval.domains: {unknown} is not a domain of the training "
+                         f"corpus; its domains are {[n for n, _ in names]}")
     out = []
     for pair_corpus in pairs:
+      if wanted and not {pair_corpus.data.name, pair_corpus.domain} & set(wanted):
+        continue
       catalogue, split = pair_corpus.catalogue, pair_corpus.split
       texts = list(catalogue.texts)
       rows = [calrec_pairs.item_row(self.tokenizer, t, self.item_len) for t in texts]
@@ -339,11 +350,10 @@ class _UserPrompts:
         max_history_items=int(cfg.text.max_history_items),
         min_history_items=int(cfg.text.get("min_history_items", 1)), domain=source.domain,
         seed=int(cfg.seed), add_eos=False)
-    n = len(corpus)
-    picks = np.arange(n)
-    limit = int(cfg.eval.max_users)
-    if limit and n > limit:
-      picks = np.sort(np.random.default_rng([int(cfg.seed), n]).choice(n, limit, False))
+    # The users SASRec evaluates with the same seed and eval.max_users (ranking.subset_rows).
+    keep = ranking_eval.subset_rows(len(getattr(source.split, split)),
+                                    int(cfg.eval.max_users), int(cfg.seed))
+    picks = np.flatnonzero(np.isin(corpus.rows, keep))
     prompts, masks, targets, histories = [], [], [], []
     for i in picks:
       doc = corpus[int(i)]
@@ -389,8 +399,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval.ks = (1, 5, 10, 20)      # cut-offs of recall@K, ndcg@K, mrr@K.
   config.eval.exclude_history = False  # drop the user's history items from every ranking
                                        # (a target in the history then counts as a miss).
-  config.eval.max_users = 500          # evaluated users per domain, a fixed random subset;
-                                       # 0 = all (generation costs K decodes per user).
+  config.eval.max_users = 500          # evaluated users per domain, a fixed random subset
+                                       # (SASRec's with the same seed); 0 = all (generation
+                                       # costs K decodes per user).
+  config.eval.domains = ""             # domains of a mixture evaluated (dataset names or
+                                       # tags, comma-separated); "" = every domain.
   config.eval.num_generations = 10     # bm25: generations per user; constrained: beams.
   config.eval.generation = "sample"    # bm25: "sample" (temperature sampling) or "beam".
   config.eval.temperature = 1.0        # bm25 sampling temperature.

@@ -156,6 +156,12 @@ class UserCorpus:
   def num_base_examples(self) -> int:
     return len(self._rows)
 
+  @property
+  def rows(self) -> np.ndarray:
+    """Per base example: its row in the training sequences (part "train") or in the split's
+    evaluation set (valid/test; rows with an empty history are left out)."""
+    return self._rows
+
   def __len__(self) -> int:
     n = len(self._rows)
     return n * len(self.templates) if self.template_choice == "all" else n
