@@ -198,7 +198,7 @@ def test_generations_matching_nothing_fall_back_to_popularity(exclude):
   evaluator = calrec_eval.DenseEvaluator(domains=lambda: [domain], ks=(1,),
                                          exclude_history=exclude, batch_size=1, layer=True)
   empty = np.zeros((4, 3, 5), np.int64)  # 3 generations x 5 slots, BM25 retrieved nothing
-  ranks = evaluator._merged(empty, np.zeros((4, 3)), domain, users)
+  ranks = evaluator._merged(empty, np.zeros((4, 3)), domain, users, exclude)
   np.testing.assert_array_equal(ranks, calrec_eval.popularity_ranks(domain.popularity, users,
                                                                     exclude))
   if exclude:
@@ -217,7 +217,7 @@ def test_retrieved_items_come_first_in_round_robin_order():
   lists = np.array([[[5, 1, 0], [6, 2, 0]], [[1, 2, 0], [0, 0, 0]]])
   # User 0: list 1 (score 0.9) first: 6, then 5; round 2: 2 (1 excluded). Target 6 -> rank 0.
   # User 1: 1 is excluded, so 2 is first.
-  ranks = evaluator._merged(lists, np.array([[0.1, 0.9], [0.0, 0.0]]), domain, users)
+  ranks = evaluator._merged(lists, np.array([[0.1, 0.9], [0.0, 0.0]]), domain, users, True)
   assert ranks.tolist() == [0, 0]
 
 
@@ -320,6 +320,28 @@ def test_evaluators_on_eight_devices_match_one(tmp_path):
     if key.startswith(("dense/", "constrained/")) and not key.endswith("users_per_sec"):
       assert out["many"][key] == pytest.approx(value, abs=1e-6), key
   assert out["many"]["bm25/users"] == 6
+
+
+def test_history_kept_also_reports_the_ranking_with_history_removed(tmp_path):
+  """`no_history/` of an evaluation that keeps history items is the evaluation that removes
+  them, from the same scores and beams (one model, one pass)."""
+  results = {}
+  for exclude in (False, True):
+    config = tiny_config(**{"eval.evaluators": "dense,constrained", "eval.max_users": 16,
+                            "eval.exclude_history": exclude})
+    task = build_task(config, str(tmp_path / str(exclude)))
+    mesh = shard_lib.make_mesh(config.mesh, ONE)
+    state = trainer.create_train_state(config, task, mesh)
+    with jax.set_mesh(mesh):
+      results[exclude] = trainer.evaluate(task, state.model(), "test", mesh)
+  for mode in ("dense", "constrained"):
+    for metric in ("recall@1", "recall@10", "ndcg@10", "mrr@20"):
+      assert results[False][f"{mode}/no_history/{metric}"] == pytest.approx(
+          results[True][f"{mode}/{metric}"]), (mode, metric)
+    assert not any(k.startswith(f"{mode}/no_history/") for k in results[True])
+  # The synthetic histories hold test targets for some users: removing history changes ranks.
+  assert any(results[False][f"dense/{m}"] != results[False][f"dense/no_history/{m}"]
+             for m in ("recall@10", "ndcg@10", "mrr@20"))
 
 
 def test_generated_ids_past_the_tokenizer_are_dropped(tmp_path):

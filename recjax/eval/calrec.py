@@ -22,8 +22,10 @@ held-out target's rank (`metrics.ranking_metrics`: recall@K, hr@K, ndcg@K, mrr@K
   text share the beam, lower id first), then training popularity.
 
 `exclude_history` removes each user's history items from every ranking (a target that is in
-the history is then a miss), as the ranking evaluator of SASRec does. Every process evaluates
-every user, so the metrics are identical on all of them.
+the history is then a miss), as the ranking evaluator of SASRec does. When it is off, each mode
+also reports the same ranking with history items removed as `<mode>/<domain prefix>no_history/
+...` (computed from the same scores and generations, so both protocols cost one evaluation).
+Every process evaluates every user, so the metrics are identical on all of them.
 
 The model interface: recjax's LLM (`model(tokens, positions=, segment_ids=, return_hidden=,
 compute_logits=)`, `models.decoding.generate`).
@@ -171,26 +173,31 @@ class _Base:
     for domain in self.domains():
       users = domain.users(split)
       start = time.perf_counter()
-      ranks, extra = self.ranks(model, domain, users, mesh, split)
+      ranker, extra = self.rankings(model, domain, users, mesh, split)
+      metrics = metrics_lib.ranking_metrics(ranker(self.exclude_history), self.ks)
       seconds = time.perf_counter() - start
-      metrics = metrics_lib.ranking_metrics(ranks, self.ks)
+      if not self.exclude_history:
+        metrics.update({f"no_history/{k}": v for k, v in
+                        metrics_lib.ranking_metrics(ranker(True), self.ks).items()})
       metrics.update(extra)
       metrics.update(users=float(len(users)), users_total=float(users.users_total),
                      users_per_sec=len(users) / max(seconds, 1e-9))
       out.update({f"{self.name}/{domain.prefix}{k}": v for k, v in metrics.items()})
     return out
 
-  def ranks(self, model, domain: Domain, users: EvalUsers, mesh,
-            split: str) -> tuple[np.ndarray, dict[str, float]]:
+  def rankings(self, model, domain: Domain, users: EvalUsers, mesh, split: str
+               ) -> tuple[Callable[[bool], np.ndarray], dict[str, float]]:
+    """(exclude_history -> 0-based target ranks of `users`, extra metrics), the model run once."""
     raise NotImplementedError
 
-  def _merged(self, ids: np.ndarray, list_scores: np.ndarray | None, domain: Domain,
-              users: EvalUsers) -> np.ndarray:
+  @staticmethod
+  def _merged(ids: np.ndarray, list_scores: np.ndarray | None, domain: Domain,
+              users: EvalUsers, exclude_history: bool) -> np.ndarray:
     """Ranks of the targets in the round-robin merge of each user's lists, then popularity."""
     ranks = np.empty(len(users), np.int64)
     for i, target in enumerate(users.targets):
       lists, fallback = ids[i:i + 1], domain.popularity
-      if self.exclude_history:
+      if exclude_history:
         history = users.histories[i]
         if target in history:
           ranks[i] = MISS
@@ -209,7 +216,7 @@ class DenseEvaluator(_Base):
 
   name = "dense"
 
-  def ranks(self, model, domain, users, mesh, split):
+  def rankings(self, model, domain, users, mesh, split):
     del split
     items = embed_rows(model, domain.item_rows[1:], domain.item_masks[1:], layer=self.layer,
                        batch_size=self.batch_size, mesh=mesh)
@@ -217,7 +224,7 @@ class DenseEvaluator(_Base):
                          batch_size=self.batch_size, mesh=mesh)
     scores = np.asarray(retrieval.dense_scores(queries, items), np.float64)
     scores = np.concatenate([np.full((len(scores), 1), -np.inf), scores], axis=1)
-    return pessimistic_ranks(scores, users, self.exclude_history), {}
+    return functools.partial(pessimistic_ranks, scores, users), {}
 
 
 class _Generative(_Base):
@@ -314,7 +321,7 @@ class BM25Evaluator(_Generative):
       scores.append(logp[:n])
     return texts, np.concatenate(scores)
 
-  def ranks(self, model, domain, users, mesh, split):
+  def rankings(self, model, domain, users, mesh, split):
     if id(domain) not in self._index:
       self._index[id(domain)] = retrieval.BM25(domain.texts)
     texts, logp = self.generate(model, users, split, mesh)
@@ -322,8 +329,7 @@ class BM25Evaluator(_Generative):
     ids = ids.reshape(len(users), self.k, -1)
     exact = retrieval.ExactMatch(domain.texts).search(texts)[:, 0] > 0
     no_match = ids[:, :, 0].reshape(-1) == retrieval.EMPTY
-    ranks = self._merged(ids, logp, domain, users)
-    return ranks, {"exact_match": float(exact.mean()) if len(exact) else 0.0,
+    return functools.partial(self._merged, ids, logp, domain, users), {"exact_match": float(exact.mean()) if len(exact) else 0.0,
                    "no_match": float(no_match.mean()) if len(no_match) else 0.0}
 
 
@@ -345,7 +351,7 @@ class ConstrainedEvaluator(_Generative):
       self._tries[id(domain)] = (decoding.Trie.from_sequences(sequences), by_tokens)
     return self._tries[id(domain)]
 
-  def ranks(self, model, domain, users, mesh, split):
+  def rankings(self, model, domain, users, mesh, split):
     del split
     trie, by_tokens = self._trie(domain)
     trie = batching.replicated(trie, mesh)
@@ -369,4 +375,4 @@ class ConstrainedEvaluator(_Generative):
                                   [])
         ids[row, :len(placed)] = placed
         row += 1
-    return self._merged(ids, None, domain, users), {}
+    return functools.partial(self._merged, ids, None, domain, users), {}

@@ -1,0 +1,178 @@
+"""CALRec next to SASRec on one target domain, and its ablations at equal budget (issue 10 §4).
+
+    RECJAX_DATA_DIR=../shared/data python benchmarks/calrec.py --target=amazon_office \
+        --out=/tmp/calrec_bench [--variants=full,stage2_only,no_tt,no_ut,no_contrastive] \
+        [--sasrec=ce,bce --sasrec_ce_epochs=60] [-- OVERRIDES]
+
+Every run is a normal resumable workdir under --out; a finished one is read, not run again, so
+the command can be stopped and restarted, and variants can be added run by run:
+
+    sasrec_ce     configs/sasrec.py:TARGET,ce   (full-catalogue cross-entropy, best validated
+                  step) for --sasrec_ce_epochs (60: on amazon_office 20 epochs end at the best
+                  validated step, 60 validate best at ~28)
+    sasrec_bce    configs/sasrec.py:TARGET      (the original: BCE with one sampled negative)
+    full          python -m recjax.chain --config=configs/calrec.py:TARGET: cpt -> stage1 -> stage2
+                  (its stage 1's own evaluation of the target is the "stage 1 only" row)
+    stage2_only   cpt -> stage2: the target domain alone, from the same continual pre-training
+    no_tt         cpt -> stage1 -> stage2 without L_TT (w_tt=0, w_nig=0.9)
+    no_ut         cpt -> stage1 -> stage2 without L_UT (w_ut=0, w_nig=0.9)
+    no_contrastive  cpt -> stage1 -> stage2 with L_NIG alone (w_nig=1; its dense row scores
+                  towers that were never trained to retrieve)
+
+The ablations share `full`'s continual pre-training (a symlink to full/cpt: CPT does not
+depend on the CALRec losses) and its tokenizer, so each differs from `full` in one thing. The
+weights of the ablations keep the paper's form (1-a-b) L_NIG + a L_TT + b L_UT. SASRec is
+evaluated on the same users as CALRec (eval.max_users of configs/calrec.py with the same seed:
+recjax.eval.ranking.subset_rows), on the same leave-one-out split, with CALRec's
+`eval.exclude_history` (False: history items stay in every ranking).
+Extra arguments after `--` go to every CALRec step (e.g. `stage1:--config.train.num_steps=1500`;
+see python -m recjax.chain). The table (test split) is printed as markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+CHAIN = ("cpt", "stage1", "stage2")
+# name -> (chain steps, overrides for every CALRec step)
+VARIANTS = {
+    "full": (CHAIN, []),
+    "stage2_only": (("cpt", "stage2"), []),
+    "no_tt": (CHAIN, ["--config.calrec.w_tt=0", "--config.calrec.w_nig=0.9"]),
+    "no_ut": (CHAIN, ["--config.calrec.w_ut=0", "--config.calrec.w_nig=0.9"]),
+    "no_contrastive": (CHAIN, ["--config.calrec.w_tt=0", "--config.calrec.w_ut=0",
+                               "--config.calrec.w_nig=1.0"]),
+}
+SASREC = {"ce": ",ce", "bce": ""}
+METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@10")
+MODES = ("dense", "bm25", "constrained")
+PROTOCOLS = {"kept": False, "removed": True}  # history items in the ranking -> exclude_history
+
+
+def _run(cmd: list[str]) -> None:
+  print("$", " ".join(cmd), flush=True)
+  subprocess.run(cmd, check=True)
+
+
+def _results(workdir: str) -> dict[str, float]:
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _calrec_results(workdir: str) -> dict[str, float]:
+  """results.json, completed by the latest `python -m recjax.evaluate` of the same step (an
+  evaluation written before the no_history/ keys existed is re-run that way)."""
+  results = _results(workdir)
+  extra = os.path.join(workdir, f"eval_step{int(results['step'])}_test.json")
+  if os.path.exists(extra):
+    with open(extra, encoding="utf-8") as f:
+      results = {**{f"test/{k}": v for k, v in json.load(f).items()}, **results}
+  return results
+
+
+def calrec_cells(results: dict[str, float], mode: str, protocol: str) -> list[float] | None:
+  """test/<mode>/[<domain>/]<protocol><metric> of a CALRec run (one evaluated domain)."""
+  out = []
+  for metric in METRICS:
+    pattern = re.compile(rf"test/{mode}/(?:[^/]+/)?{protocol}{re.escape(metric)}")
+    keys = [k for k in results if pattern.fullmatch(k)]
+    if len(keys) > 1:
+      raise ValueError(f"several evaluated domains report {mode} {metric}: {keys}")
+    if not keys:
+      return None
+    out.append(float(results[keys[0]]))
+  return out
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--target", default="amazon_office")
+  ap.add_argument("--out", required=True)
+  ap.add_argument("--variants", default=",".join(VARIANTS))
+  ap.add_argument("--sasrec", default="ce,bce")
+  ap.add_argument("--sasrec_ce_epochs", type=int, default=60)
+  args, rest = ap.parse_known_args()
+  extra = [a for a in rest if a != "--"]
+  variants = [v for v in args.variants.split(",") if v]
+  unknown = [v for v in variants if v not in VARIANTS]
+  unknown += [s for s in args.sasrec.split(",") if s and s not in SASREC]
+  if unknown:
+    sys.exit(f"error: unknown variants {unknown}; choose from {list(VARIANTS)} and "
+             f"--sasrec from {list(SASREC)}")
+  sys.path.insert(0, os.getcwd())
+  from configs import calrec as calrec_config  # pylint: disable=g-import-not-at-top
+  calrec_eval = calrec_config.get_config(f"stage2,{args.target}").eval
+  max_users = int(calrec_eval.max_users)
+  if calrec_eval.exclude_history:
+    sys.exit("error: configs/calrec.py sets eval.exclude_history=True; this benchmark reads "
+             "both protocols from CALRec's history-kept evaluation (its no_history/ keys)")
+
+  # SASRec under both protocols, each validated (best step) under its own.
+  sasrec_dirs = {}
+  for loss in [s for s in args.sasrec.split(",") if s]:
+    for protocol, exclude in PROTOCOLS.items():
+      workdir = sasrec_dirs[loss, protocol] = os.path.join(
+          args.out, f"sasrec_{loss}" + ("_no_history" if exclude else ""))
+      if not os.path.exists(os.path.join(workdir, "results.json")):
+        _run([sys.executable, "-m", "recjax.main",
+              f"--config=configs/sasrec.py:{args.target}{SASREC[loss]}",
+              f"--workdir={workdir}", "--config.train.progress_bar=False",
+              f"--config.eval.max_users={max_users}", f"--config.eval.exclude_history={exclude}",
+              *([f"--config.train.num_epochs={args.sasrec_ce_epochs}"] if loss == "ce" else [])])
+
+  variant_dirs = {}
+  for name in variants:
+    steps, overrides = VARIANTS[name]
+    workdir = variant_dirs[name] = os.path.join(args.out, name)
+    os.makedirs(workdir, exist_ok=True)
+    if name != "full":
+      shared_cpt = os.path.join(args.out, "full", "cpt")
+      if not os.path.exists(os.path.join(shared_cpt, "results.json")):
+        _run([sys.executable, "-m", "recjax.chain", f"--config=configs/calrec.py:{args.target}",
+              f"--workdir={os.path.join(args.out, 'full')}", "--steps=cpt", "--",
+              "--config.train.progress_bar=False", *extra])
+      if not os.path.lexists(os.path.join(workdir, "cpt")):
+        os.symlink(os.path.abspath(shared_cpt), os.path.join(workdir, "cpt"))
+    _run([sys.executable, "-m", "recjax.chain", f"--config=configs/calrec.py:{args.target}",
+          f"--workdir={workdir}", f"--steps={','.join(steps)}", "--",
+          "--config.train.progress_bar=False", *overrides, *extra])
+
+  # pylint: disable=g-import-not-at-top
+  from recjax.tasks import build_task
+  from recjax.workdir import read_config
+  # pylint: enable=g-import-not-at-top
+  for protocol, exclude in PROTOCOLS.items():
+    rows: list[tuple[str, str, list[float]]] = []
+    for (loss, p), workdir in sasrec_dirs.items():
+      if p == protocol:
+        results = _results(workdir)
+        rows.append((f"SASRec {loss.upper()}", "-",
+                     [float(results[f"test/{m}"]) for m in METRICS]))
+        popularity_dir = workdir
+    if sasrec_dirs:
+      popularity = build_task(read_config(popularity_dir)).baselines("test")["Popularity"]
+      rows.append(("Popularity", "-", [float(popularity[m]) for m in METRICS]))
+    for name, workdir in variant_dirs.items():
+      runs = [(name, "stage2")]
+      if name == "full":
+        runs.insert(0, ("stage1_only", "stage1"))
+      for label, step in runs:
+        results = _calrec_results(os.path.join(workdir, step))
+        for mode in MODES:
+          cells = calrec_cells(results, mode, "no_history/" if exclude else "")
+          if cells is not None:
+            rows.append((f"CALRec {label}", mode, cells))
+    print(f"\n{args.target}, test split, {max_users or 'all'} users (the same for every row), "
+          f"full-catalogue ranking, history items {protocol}:\n")
+    print("| model | retrieval | " + " | ".join(METRICS) + " |")
+    print("|---|---|" + "---|" * len(METRICS))
+    for label, mode, cells in rows:
+      print(f"| {label} | {mode} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+
+
+if __name__ == "__main__":
+  main()
