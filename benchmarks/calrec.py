@@ -78,7 +78,7 @@ def calrec_cells(results: dict[str, float], mode: str, protocol: str) -> list[fl
   """test/<mode>/[<domain>/]<protocol><metric> of a CALRec run (one evaluated domain)."""
   out = []
   for metric in METRICS:
-    pattern = re.compile(rf"test/{mode}/(?:[^/]+/)?{protocol}{re.escape(metric)}")
+    pattern = re.compile(rf"test/{mode}/(?:(?!no_history/)[^/]+/)?{protocol}{re.escape(metric)}")
     keys = [k for k in results if pattern.fullmatch(k)]
     if len(keys) > 1:
       raise ValueError(f"several evaluated domains report {mode} {metric}: {keys}")
