@@ -34,8 +34,9 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
+
+import workdirs  # benchmarks/workdirs.py
 
 CHAIN = ("cpt", "stage1", "stage2")
 # name -> (chain steps, overrides for every CALRec step)
@@ -53,20 +54,10 @@ MODES = ("dense", "bm25", "constrained")
 PROTOCOLS = {"kept": False, "removed": True}  # history items in the ranking -> exclude_history
 
 
-def _run(cmd: list[str]) -> None:
-  print("$", " ".join(cmd), flush=True)
-  subprocess.run(cmd, check=True)
-
-
-def _results(workdir: str) -> dict[str, float]:
-  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-    return json.load(f)
-
-
 def _calrec_results(workdir: str) -> dict[str, float]:
   """results.json, completed by the latest `python -m recjax.evaluate` of the same step (an
   evaluation written before the no_history/ keys existed is re-run that way)."""
-  results = _results(workdir)
+  results = workdirs.results(workdir)
   extra = os.path.join(workdir, f"eval_step{int(results['step'])}_test.json")
   if os.path.exists(extra):
     with open(extra, encoding="utf-8") as f:
@@ -118,11 +109,17 @@ def main() -> None:
       workdir = sasrec_dirs[loss, protocol] = os.path.join(
           args.out, f"sasrec_{loss}" + ("_no_history" if exclude else ""))
       if not os.path.exists(os.path.join(workdir, "results.json")):
-        _run([sys.executable, "-m", "recjax.main",
+        workdirs.run([sys.executable, "-m", "recjax.main",
               f"--config=configs/sasrec.py:{args.target}{SASREC[loss]}",
               f"--workdir={workdir}", "--config.train.progress_bar=False",
               f"--config.eval.max_users={max_users}", f"--config.eval.exclude_history={exclude}",
               *([f"--config.train.num_epochs={args.sasrec_ce_epochs}"] if loss == "ce" else [])])
+
+  def chain(workdir: str, steps, overrides) -> None:
+    workdirs.run([sys.executable, "-m", "recjax.chain",
+                  f"--config=configs/calrec.py:{args.target}", f"--workdir={workdir}",
+                  f"--steps={','.join(steps)}", "--", "--config.train.progress_bar=False",
+                  *overrides, *extra])
 
   variant_dirs = {}
   for name in variants:
@@ -132,14 +129,10 @@ def main() -> None:
     if name != "full":
       shared_cpt = os.path.join(args.out, "full", "cpt")
       if not os.path.exists(os.path.join(shared_cpt, "results.json")):
-        _run([sys.executable, "-m", "recjax.chain", f"--config=configs/calrec.py:{args.target}",
-              f"--workdir={os.path.join(args.out, 'full')}", "--steps=cpt", "--",
-              "--config.train.progress_bar=False", *extra])
+        chain(os.path.join(args.out, "full"), ["cpt"], [])
       if not os.path.lexists(os.path.join(workdir, "cpt")):
         os.symlink(os.path.abspath(shared_cpt), os.path.join(workdir, "cpt"))
-    _run([sys.executable, "-m", "recjax.chain", f"--config=configs/calrec.py:{args.target}",
-          f"--workdir={workdir}", f"--steps={','.join(steps)}", "--",
-          "--config.train.progress_bar=False", *overrides, *extra])
+    chain(workdir, steps, overrides)
 
   # pylint: disable=g-import-not-at-top
   from recjax.tasks import build_task
@@ -149,7 +142,7 @@ def main() -> None:
     rows: list[tuple[str, str, list[float]]] = []
     for (loss, p), workdir in sasrec_dirs.items():
       if p == protocol:
-        results = _results(workdir)
+        results = workdirs.results(workdir)
         rows.append((f"SASRec {loss.upper()}", "-",
                      [float(results[f"test/{m}"]) for m in METRICS]))
         popularity_dir = workdir

@@ -25,12 +25,12 @@ baseline.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
+
+import workdirs  # benchmarks/workdirs.py
 
 VARIANTS = {
     "recsysllm": [],
@@ -40,16 +40,6 @@ VARIANTS = {
 }
 SEQ_COLUMNS = ["sampled99_hr@5", "sampled99_ndcg@5", "sampled99_hr@10", "sampled99_ndcg@10",
                "hr@5", "ndcg@5", "hr@10", "ndcg@10"]
-
-
-def _run(cmd: list[str]) -> None:
-  print("$", " ".join(cmd), flush=True)
-  subprocess.run(cmd, check=True)
-
-
-def _results(workdir: str) -> dict[str, float]:
-  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-    return json.load(f)
 
 
 def _cell(results: dict[str, float], key: str) -> str:
@@ -114,15 +104,17 @@ def main() -> None:
   dirs = {}
   for name in args.variants.split(","):
     dirs[name] = os.path.join(args.out, name)
-    _run([sys.executable, "-m", "recjax.chain", f"--config=configs/glm.py:{args.dataset}",
-          f"--workdir={dirs[name]}", "--", "--config.train.progress_bar=False",
-          f"pretrain:--config.train.num_steps={args.pretrain_steps}",
-          f"p5:--config.train.num_steps={args.p5_steps}",
-          f"p5:--config.eval.evaluators=infilling,p5@{args.p5_steps}", *VARIANTS[name], *extra])
+    workdirs.run([sys.executable, "-m", "recjax.chain", f"--config=configs/glm.py:{args.dataset}",
+                  f"--workdir={dirs[name]}", "--", "--config.train.progress_bar=False",
+                  f"pretrain:--config.train.num_steps={args.pretrain_steps}",
+                  f"p5:--config.train.num_steps={args.p5_steps}",
+                  f"p5:--config.eval.evaluators=infilling,p5@{args.p5_steps}",
+                  *VARIANTS[name], *extra])
   sasrec_dir = os.path.join(args.out, "sasrec_ce")
-  _run([sys.executable, "-m", "recjax.main", f"--config=configs/sasrec.py:{args.dataset},ce",
-        f"--workdir={sasrec_dir}", "--config.train.progress_bar=False",
-        f"--config.train.num_epochs={args.sasrec_epochs}"])
+  workdirs.run([sys.executable, "-m", "recjax.main",
+                f"--config=configs/sasrec.py:{args.dataset},ce", f"--workdir={sasrec_dir}",
+                "--config.train.progress_bar=False",
+                f"--config.train.num_epochs={args.sasrec_epochs}"])
 
   first = next(iter(dirs.values()))
   sasrec, users = sasrec_on_p5_users(sasrec_dir, os.path.join(first, "p5"))
@@ -132,11 +124,11 @@ def main() -> None:
   print("|---|---|" + "---|" * len(SEQ_COLUMNS))
   print("| SASRec CE | - | " + " | ".join(_cell(sasrec, c) for c in SEQ_COLUMNS) + " |")
   for name, workdir in dirs.items():
-    results = _results(os.path.join(workdir, "p5"))
+    results = workdirs.results(os.path.join(workdir, "p5"))
     for group in ("seen", "unseen"):
       cells = [_cell(results, f"test/p5/sequential/{group}/{c}") for c in SEQ_COLUMNS]
       print(f"| {name} | {group} | " + " | ".join(cells) + " |")
-  results = _results(os.path.join(first, "p5"))
+  results = workdirs.results(os.path.join(first, "p5"))
   if any("/rating/" in k for k in results):
     from recjax.workdir import open_workdir  # pylint: disable=g-import-not-at-top
     base = mean_rating_baseline(open_workdir(os.path.join(first, "p5")).task)
@@ -144,7 +136,7 @@ def main() -> None:
     print("| model | prompts | rmse | mae |\n|---|---|---|---|")
     print(f"| training mean ({base['mean']:.3f}) | - | {base['rmse']:.4f} | {base['mae']:.4f} |")
     for name, workdir in dirs.items():
-      results = _results(os.path.join(workdir, "p5"))
+      results = workdirs.results(os.path.join(workdir, "p5"))
       for group in ("seen", "unseen"):
         print(f"| {name} | {group} | {_cell(results, f'test/p5/rating/{group}/rmse')} | "
               f"{_cell(results, f'test/p5/rating/{group}/mae')} |")

@@ -10,10 +10,10 @@ table row per run from the run's results.json (test split).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
+
+import workdirs  # benchmarks/workdirs.py
 
 # name -> (dataset, overrides)
 RUNS = {
@@ -45,10 +45,8 @@ def main() -> None:
     workdir = os.path.join(args.out, name)
     cmd = [sys.executable, "-m", "recjax.main", f"--config=configs/sasrec.py:{dataset}",
            f"--workdir={workdir}", "--config.train.progress_bar=False", *overrides]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-      results = json.load(f)
+    workdirs.run(cmd)
+    results = workdirs.results(workdir)
     cells = " | ".join(f"{results['test/' + c]:.4f}" for c in COLUMNS)
     rows.append(f"| {name} | {dataset} | {' '.join(overrides)} | {cells} |")
   print("| run | dataset | overrides | " + " | ".join(COLUMNS) + " |")

@@ -329,8 +329,9 @@ class BM25Evaluator(_Generative):
     ids = ids.reshape(len(users), self.k, -1)
     exact = retrieval.ExactMatch(domain.texts).search(texts)[:, 0] > 0
     no_match = ids[:, :, 0].reshape(-1) == retrieval.EMPTY
-    return functools.partial(self._merged, ids, logp, domain, users), {"exact_match": float(exact.mean()) if len(exact) else 0.0,
-                   "no_match": float(no_match.mean()) if len(no_match) else 0.0}
+    return functools.partial(self._merged, ids, logp, domain, users), {
+        "exact_match": float(exact.mean()) if len(exact) else 0.0,
+        "no_match": float(no_match.mean()) if len(no_match) else 0.0}
 
 
 class ConstrainedEvaluator(_Generative):

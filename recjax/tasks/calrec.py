@@ -303,23 +303,23 @@ class CALRecTask(lm_task.LMTask):
     if self._domains_cache is not None:
       return self._domains_cache
     pairs = self._pair_domains()
-    wanted = [w.strip() for w in str(self.config.eval.domains).split(",") if w.strip()]
-    if wanted:
-      names = [(p.data.name, p.domain) for p in pairs]
-      unknown = [w for w in wanted if not any(w in n for n in names)]
+    mixture = len(pairs) > 1  # a mixture's metrics carry the domain, evaluated alone or not
+    wanted = {w.strip() for w in str(self.config.eval.domains).split(",") if w.strip()}
+    if wanted:  # a domain is named by its dataset or its tag
+      names = [{p.data.name, p.domain} for p in pairs]
+      unknown = sorted(wanted - set().union(*names))
       if unknown:
         raise ValueError(f"config.eval.domains: {unknown} is not a domain of the training "
-                         f"corpus; its domains are {[n for n, _ in names]}")
+                         f"corpus; its domains are {[p.data.name for p in pairs]}")
+      pairs = [p for p, n in zip(pairs, names) if n & wanted]
     out = []
     for pair_corpus in pairs:
-      if wanted and not {pair_corpus.data.name, pair_corpus.domain} & set(wanted):
-        continue
       catalogue, split = pair_corpus.catalogue, pair_corpus.split
       texts = list(catalogue.texts)
       rows = [calrec_pairs.item_row(self.tokenizer, t, self.item_len) for t in texts]
       masks = [(np.arange(len(r)) > 0).astype(np.int32) for r in rows]
       popularity = np.bincount(split.train.values, minlength=catalogue.num_items + 1)
-      prefix = "" if len(pairs) == 1 else f"{lm_task._slug(pair_corpus.domain)}/"
+      prefix = f"{lm_task._slug(pair_corpus.domain)}/" if mixture else ""
       out.append(calrec_eval.Domain(
           prefix=prefix, texts=texts, item_rows=rows, item_masks=masks,
           popularity=popularity.astype(np.float64),
