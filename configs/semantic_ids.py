@@ -10,7 +10,10 @@ levels x 256 codes, commitment 0.25, k-means initialisation, dead-code restart) 
 sparse autoencoder: 4096 latents, an item's code is its 8 most active latents in order).
 DATASET (default amazon_games6k, 16,859 items) is any dataset of recjax.data.registry with item
 text, or `synthetic` (no files needed). Item texts (`title; Brand; Categories`) are embedded by
-TF-IDF + truncated SVD to 256-d (`--config.embed.method=wordllama` for wordllama). Training: Adam
+TF-IDF + truncated SVD to 256-d (`--config.embed.method=wordllama` for wordllama;
+`--config.embed.method=lm --config.embed.lm_path=DIR` for the mean-pooled final-layer hidden
+states of a recjax lm/glm/calrec workdir or a local Hugging Face model directory, with
+`embed.max_len` tokens per text and `embed.batch_size` texts per forward pass). Training: Adam
 lr 1e-3, 1,024 items per step, 3,000 steps for rqvae (~180 epochs of amazon_games6k), 1,000
 for sae.
 

@@ -1,7 +1,7 @@
 """Semantic-ID quantisers as trainer Tasks: `rqvae` (RQ-VAE) and `sae` (top-k sparse autoencoder).
 
-Both embed the item texts of `config.data.dataset` once (`config.embed`: tfidf_svd or wordllama,
-recjax/curriculum/embeddings.py), then train on batches of embedding rows: each global batch is
+Both embed the item texts of `config.data.dataset` once (`config.embed`: tfidf_svd, wordllama or
+lm, recjax/curriculum/embeddings.py), then train on batches of embedding rows: each global batch is
 `train.batch_size` rows of a stream of seeded permutations of the catalogue (every item once per
 epoch, in an order fixed by `config.seed`), so a run is deterministic per seed and resumes
 exactly.
@@ -59,10 +59,14 @@ def item_embeddings(config: ml_collections.ConfigDict):
   from recjax.curriculum import embeddings  # pylint: disable=g-import-not-at-top
   from recjax.data import registry  # pylint: disable=g-import-not-at-top
   from recjax.text.item_text import ItemCatalogue  # pylint: disable=g-import-not-at-top
+  cfg = config.embed
+  if cfg.method == "lm":  # a bad path fails before any data is read
+    embeddings.lm_source(str(cfg.lm_path), key="embed.lm_path")
   data = registry.load_dataset(config.data.dataset.to_dict(), config.data.root or None)
-  texts = embeddings.item_texts(ItemCatalogue.build(data), missing_text=config.embed.missing_text)
-  x = embeddings.embed_texts(texts, method=config.embed.method, dim=config.embed.dim,
-                             seed=config.seed)
+  texts = embeddings.item_texts(ItemCatalogue.build(data), missing_text=cfg.missing_text)
+  x = embeddings.embed_texts(texts, method=cfg.method, dim=cfg.dim, seed=config.seed,
+                             lm_path=str(cfg.lm_path), max_len=int(cfg.max_len),
+                             batch_size=int(cfg.batch_size))
   return data, x
 
 
@@ -294,8 +298,22 @@ class SAETask(_QuantizerTask):
 def _shared_blocks(baseline: bool) -> dict[str, Any]:
   blocks = dict(
       embed=dict(
-          method="tfidf_svd",  # item-text embedder: tfidf_svd | wordllama (always 256-d).
+          # Item-text embedder: tfidf_svd | wordllama (always 256-d) | lm (a language model's
+          # mean-pooled final-layer hidden states; its hidden size wide).
+          method="tfidf_svd",
           dim=256,             # tfidf_svd width (shrinks to items - 1 on tiny catalogues).
+          # method=lm: a recjax lm/glm/calrec workdir (latest checkpoint, the workdir's own
+          # tokenizer; the run's data must be readable) or a local Hugging Face directory
+          # (config.json, *.safetensors, tokenizer.json). Required for lm; no default.
+          lm_path="",
+          # method=lm: tokens per item text, BOS included; longer texts are truncated (the rest
+          # is dropped). 128 (recommended) holds whole item texts for a subword tokenizer
+          # (amazon_games6k: at most 77 with a 4k-piece SentencePiece); byte tokens need 257
+          # (item texts are at most 256 characters).
+          max_len=128,
+          # method=lm: item texts per jitted forward pass (rounded up to a multiple of the
+          # data-parallel devices). Recommended: 64 on CPU, 256 or more on an accelerator.
+          batch_size=64,
           # Items with no text: "fallback" embeds "item <raw id>"; "error" stops, naming them.
           missing_text="fallback",
       ),
