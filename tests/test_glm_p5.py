@@ -109,6 +109,20 @@ def test_candidate_scores_are_the_training_objective(tmp_path, part_b_intra):
     np.testing.assert_allclose(score, -float(nll), rtol=1e-4, atol=1e-4)
 
 
+def test_catalogue_search_reaches_items_longer_than_max_new_tokens(tmp_path):
+  # With as many beams as items, the constrained search ends with every item in a beam, so
+  # every target is placed, even though each item text is far longer than max_new_tokens.
+  config = p5_config(**{"data.dataset.num_items": 16, "data.dataset.num_clusters": 2,
+                        "text.num_candidates": 2, "eval.p5.num_beams": 16,
+                        "eval.p5.num_negatives": 3, "eval.p5.max_new_tokens": 2})
+  task = build_task(config, str(tmp_path))
+  evaluator = task.evaluators[0]
+  assert min(len(t) for t in evaluator.answers.item_tokens[1:]) > 2
+  examples = [e for e in task._p5_examples("test") if e.family == "sequential"][:4]  # pylint: disable=protected-access
+  ranks = evaluator._catalogue_ranks(_model(task), examples, _mesh())  # pylint: disable=protected-access
+  assert len(ranks) == 4 and (ranks < 16).all(), ranks
+
+
 def test_recsysllm_chain_pretrains_then_fine_tunes_lora_on_p5(tmp_path):
   # The README's chain, shrunk: GLM pre-training, then LoRA P5 fine-tuning from its parameters.
   tiny = ["--config.train.num_steps=3", "--config.train.checkpoint_every_steps=3",

@@ -14,8 +14,9 @@ templates, never trained on), by what the template answers:
                 the likelihood of each one's text as the answer, ties counted against it (P5's
                 protocol, N = 99 sampled unseen items; the direct family ranks the candidates
                 its prompt lists). hr@K, ndcg@K: full-catalogue rank from beam search
-                constrained by a trie to the catalogue's item texts + [eop]; items outside the
-                `num_beams` beams rank after them (exact for K <= num_beams).
+                constrained by a trie to the catalogue's item texts + [eop], run to the
+                longest item text (every item is reachable); items outside the `num_beams`
+                beams rank after them (exact for K <= num_beams).
   {answer}      accuracy: the likelier of "yes" and "no" (direct yes/no prompts).
   {explanation} {summary}   bleu (sacrebleu corpus BLEU, 0-100), rouge1, rouge2, rougeL
                 (rouge-score F1 with stemming, mean, 0-100): greedy generation against the text.
@@ -182,7 +183,10 @@ class P5Evaluator:
     """Full-catalogue ranks from the trie-constrained beam search."""
     trie, entity_trie, by_tokens = self._item_tries()
     trie, entity_trie = batching.replicated((trie, entity_trie), mesh)
-    cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="beam",
+    # As long as the longest item text + [eop], whatever max_new_tokens says: an item the search
+    # cannot finish could never be ranked. The trie ends every beam at [eop].
+    longest = max(len(t) for t in self.answers.item_tokens[1:]) + 1
+    cfg = decoding.DecodeConfig(max_new_tokens=longest, method="beam",
                                 num_beams=self.num_beams, stop_tokens=(self.answers.eop,),
                                 pad_id=self.answers.pad)
     ranks = []

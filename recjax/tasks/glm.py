@@ -285,7 +285,8 @@ def default_config() -> ml_collections.ConfigDict:
       num_negatives=99,   # sampled unseen items ranked with the target (P5: 99).
       num_beams=20,       # beams of the full-catalogue constrained search (>= the largest K).
       ks="5,10",          # cut-offs of hr@K / ndcg@K (P5: 5,10).
-      max_new_tokens=32,  # longest generated explanation/summary and item text.
+      max_new_tokens=32,  # longest generated explanation/summary (the catalogue search runs
+                          # to the longest item text instead).
   ))
   config.glm_corpus = ml_collections.ConfigDict(dict(
       document_tokens=0,  # most tokens of a rendered document, leaving room for the 2 tokens
