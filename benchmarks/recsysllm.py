@@ -19,8 +19,9 @@ negatives for the `sampled99_*` columns, full-catalogue ranks for the others; ne
 history items, as P5 does not). Extra arguments
 after `--` go to every chain step (e.g. `--config.eval.p5.max_users=500`). The tables (test
 split) are printed as markdown: sequential recommendation (seen and unseen prompts, SASRec in the
-same rows' users) and, when the data has ratings, rating prediction next to the training-mean
-baseline.
+same rows' users), then one table per other P5 family the data supports (direct; rating next to
+the training-mean baseline; explanation and review: BLEU / ROUGE), seen and unseen prompts
+side by side.
 """
 from __future__ import annotations
 
@@ -123,24 +124,40 @@ def main() -> None:
   print("| model | prompts | " + " | ".join(SEQ_COLUMNS) + " |")
   print("|---|---|" + "---|" * len(SEQ_COLUMNS))
   print("| SASRec CE | - | " + " | ".join(_cell(sasrec, c) for c in SEQ_COLUMNS) + " |")
-  for name, workdir in dirs.items():
-    results = workdirs.results(os.path.join(workdir, "p5"))
+  results = {name: workdirs.results(os.path.join(workdir, "p5")) for name, workdir in dirs.items()}
+  for name, res in results.items():
     for group in ("seen", "unseen"):
-      cells = [_cell(results, f"test/p5/sequential/{group}/{c}") for c in SEQ_COLUMNS]
+      cells = [_cell(res, f"test/p5/sequential/{group}/{c}") for c in SEQ_COLUMNS]
       print(f"| {name} | {group} | " + " | ".join(cells) + " |")
-  results = workdirs.results(os.path.join(first, "p5"))
-  if any("/rating/" in k for k in results):
+  for family in FAMILIES[1:]:
+    print_family(family, results, args.dataset)
+  if any("/rating/" in k for k in results[next(iter(results))]):
     from recjax.workdir import open_workdir  # pylint: disable=g-import-not-at-top
     base = mean_rating_baseline(open_workdir(os.path.join(first, "p5")).task)
-    print(f"\nRating prediction, {args.dataset}, test:\n")
-    print("| model | prompts | rmse | mae |\n|---|---|---|---|")
-    print(f"| training mean ({base['mean']:.3f}) | - | {base['rmse']:.4f} | {base['mae']:.4f} |")
-    for name, workdir in dirs.items():
-      results = workdirs.results(os.path.join(workdir, "p5"))
-      for group in ("seen", "unseen"):
-        print(f"| {name} | {group} | {_cell(results, f'test/p5/rating/{group}/rmse')} | "
-              f"{_cell(results, f'test/p5/rating/{group}/mae')} |")
+    print(f"\nRating baseline: the training mean ({base['mean']:.3f}) for every test prompt: "
+          f"rmse {base['rmse']:.4f}, mae {base['mae']:.4f}")
 
+
+FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
+
+
+def print_family(family: str, results: dict[str, dict[str, float]], dataset: str) -> None:
+  """One markdown table of a P5 family's test metrics: a row per variant and prompt group."""
+  prefix = f"test/p5/{family}/"
+  columns = sorted({k[len(prefix):].split("/", 1)[1] for res in results.values() for k in res
+                    if k.startswith(prefix)} - {"examples"})
+  if not columns:
+    return
+  examples = {g: results[next(iter(results))].get(f"{prefix}{g}/examples") for g in
+              ("seen", "unseen")}
+  print(f"\nP5 {family}, {dataset}, test ({examples['seen']:.0f} seen-prompt and "
+        f"{examples['unseen']:.0f} unseen-prompt examples):\n")
+  print("| variant | prompts | " + " | ".join(columns) + " |")
+  print("|---|---|" + "---|" * len(columns))
+  for name, res in results.items():
+    for group in ("seen", "unseen"):
+      print(f"| {name} | {group} | " +
+            " | ".join(_cell(res, f"{prefix}{group}/{c}") for c in columns) + " |")
 
 if __name__ == "__main__":
   main()

@@ -193,5 +193,12 @@ def test_bad_p5_families(tmp_path):
     task._p5_examples("test")  # pylint: disable=protected-access
 
 
+def test_more_negatives_than_unseen_items_names_the_key(tmp_path):
+  task = build_task(p5_config(**{"eval.p5.num_negatives": 47}), str(tmp_path))
+  with pytest.raises(ValueError, match=r"num_negatives=47: user \d+ has too few unseen items"
+                     r".*48 items"):
+    task._p5_examples("test")  # pylint: disable=protected-access
+
+
 def test_pipeline_block_has_part_b_intra():
   assert pipeline.default_config().glm.part_b_intra == "span"

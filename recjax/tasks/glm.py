@@ -251,8 +251,13 @@ class GLMTask(lm_task.LMTask):
             ex.candidates = np.array([s.item for s in doc.spans
                                       if s.role in ("candidate", "target")], np.int64)
           else:
-            ex.negatives = users.sample_unseen(int(doc.meta["user"]), int(p5.num_negatives),
-                                               np.random.default_rng([seed, index]))
+            try:
+              ex.negatives = users.sample_unseen(int(doc.meta["user"]), int(p5.num_negatives),
+                                                 np.random.default_rng([seed, index]))
+            except ValueError as e:  # a catalogue too small for P5's 99 negatives
+              raise ValueError(
+                  f"config.eval.p5.num_negatives={p5.num_negatives}: {e} (the catalogue has "
+                  f"{users.catalogue.num_items} items); lower it") from e
         out.append(ex)
     if not out:
       raise ValueError(f"config.eval.p5.families={p5.families!r}: the data supports none of "
