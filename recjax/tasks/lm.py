@@ -59,6 +59,7 @@ from recjax.models import lora
 from recjax.objectives import lm as lm_loss
 from recjax.text import encoding
 from recjax.text import infilling
+from recjax.text import mixture as mixture_lib
 from recjax.text import pipeline
 from recjax.text import user_corpus
 from recjax.text.corpora import EvalCorpus, Subset, TextFileCorpus, WithAnswer
@@ -386,7 +387,7 @@ class LMTask:
   def _history_corpora(self, split: str) -> Iterator[tuple[str, user_corpus.UserCorpus]]:
     corpus = self._rendered_corpus()
     templates = self.config.eval.templates or self._answer_templates()
-    if hasattr(corpus, "domains"):
+    if isinstance(corpus, mixture_lib.Mixture):
       for domain in corpus.domains:
         yield (f"histories_{_slug(domain.name)}",
                domain.eval_corpus(split, templates=templates,
@@ -411,7 +412,7 @@ class LMTask:
 
   def _item_sources(self) -> list[tuple[str, Any, Any]]:
     corpus = self._rendered_corpus()
-    if hasattr(corpus, "domains"):
+    if isinstance(corpus, mixture_lib.Mixture):
       return [(d.name, d.data, d.catalogue) for d in corpus.domains]
     return [(corpus.domain, corpus.data, corpus.catalogue)]
 

@@ -411,6 +411,7 @@ def train_tokenizer(config, path) -> pathlib.Path:
   item text of its catalogue(s).
   """
   # pylint: disable=g-import-not-at-top
+  from recjax.text import mixture as mixture_lib
   from recjax.text import tokenizer as tokenizer_lib
   # pylint: enable=g-import-not-at-top
   if config.lm.get("text_file", ""):
@@ -422,7 +423,7 @@ def train_tokenizer(config, path) -> pathlib.Path:
     corpus = build_corpus(config, "train", None)
     texts_of = lambda i: corpus[i].text
     catalogues = ([d.catalogue for d in corpus.domains if d.catalogue is not None]
-                  if hasattr(corpus, "domains") else [corpus.catalogue])
+                  if isinstance(corpus, mixture_lib.Mixture) else [corpus.catalogue])
   limit = int(config.lm.get("tokenizer_max_documents", 0))
   n = len(corpus) if not limit else min(limit, len(corpus))
   picks = np.sort(np.random.default_rng(config.seed).permutation(len(corpus))[:n])
