@@ -240,6 +240,8 @@ def test_rows_and_masks_select_exactly_the_intended_tokens(tiny_pairs, user_toke
     assert row["item_tokens"][0] == tok.bos_id and row["item_mask"][0] == 0
     assert tok.decode(row["item_tokens"][row["item_mask"] > 0]) == target
     assert not row["item_mask"][m:].any()
+    # BOS + item_len slots rounded up to 8 (cuDNN attention trains only on even row lengths).
+    assert len(row["item_tokens"]) % 8 == 0 and len(row["item_tokens"]) >= m
     assert row["pair_id"] == doc.meta["target_item"]
 
 

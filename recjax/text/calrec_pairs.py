@@ -26,7 +26,9 @@ is the next item of two pairs of a batch is never its own negative.
 
 The history is the most recent `text.max_history_items` items that fit `text.seq_len` tokens
 together with the template and the next item (recjax.text.user_corpus); the item row holds at
-most `item_len` tokens after BOS (longer item texts are cut there, in both rows' masks alike).
+most `item_len` tokens after BOS (longer item texts are cut there, in both rows' masks alike),
+padded to a multiple of 8 slots (`item_row_width`: cuDNN's fused attention trains with a mask
+only on even row lengths, and round widths tile better on every accelerator).
 A pair whose joint row lost its next item to truncation (`text.min_history_items` kept more
 history than `seq_len` holds) gets `valid = 0`: it adds nothing to any loss.
 """
@@ -130,6 +132,11 @@ def item_row(tokenizer, text: str, item_len: int) -> np.ndarray:
   return np.concatenate([[int(tokenizer.bos_id)], ids]).astype(np.int32)
 
 
+def item_row_width(item_len: int) -> int:
+  """Slots of the padded item-alone row: BOS + `item_len` tokens, rounded up to a multiple of 8."""
+  return -(-(int(item_len) + 1) // 8) * 8
+
+
 def pad(row: np.ndarray, length: int, value: int = 0) -> np.ndarray:
   out = np.full(length, value, np.int32)
   out[:len(row)] = row[:length]
@@ -185,7 +192,7 @@ class EncodePair(grain.transforms.Map):
     n = min(len(ex["tokens"]), self.seq_len)
     user_mask, target_mask = joint_masks(ex, self.user_tokens, self.item_len)
     item = item_row(self.tokenizer, doc.meta["target_text"], self.item_len)
-    m = len(item)
+    m, width = len(item), item_row_width(self.item_len)
     pad_id = int(self.tokenizer.pad_id)
     out = {
         "tokens": pad(ex["tokens"][:n], self.seq_len, pad_id),
@@ -194,10 +201,10 @@ class EncodePair(grain.transforms.Map):
         "loss_mask": pad(ex["loss_mask"][:n], self.seq_len),
         "user_mask": pad(user_mask[:n].astype(np.int32), self.seq_len),
         "target_mask": pad(target_mask[:n].astype(np.int32), self.seq_len),
-        "item_tokens": pad(item, self.item_len + 1, pad_id),
-        "item_segment_ids": pad(np.ones(m, np.int32), self.item_len + 1),
-        "item_positions": pad(np.arange(m, dtype=np.int32), self.item_len + 1),
-        "item_mask": pad((np.arange(m) > 0).astype(np.int32), self.item_len + 1),
+        "item_tokens": pad(item, width, pad_id),
+        "item_segment_ids": pad(np.ones(m, np.int32), width),
+        "item_positions": pad(np.arange(m, dtype=np.int32), width),
+        "item_mask": pad((np.arange(m) > 0).astype(np.int32), width),
     }
     domain = int(doc.meta.get("domain_id", 0))
     out["pair_id"] = np.int32(domain * self.id_stride + int(doc.meta["target_item"]))
