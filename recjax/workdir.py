@@ -416,7 +416,8 @@ def _item_scores(graphdef, state, items):
 
 def open_workdir(path: str | os.PathLike, step: int | str | None = None, *,
                  data_root: str | None = None,
-                 mesh: Mapping[str, int] | None = None) -> Workdir:
+                 mesh: Mapping[str, int] | None = None,
+                 dtype: str | None = None) -> Workdir:
   """Rebuilds the task of the run in `path` and restores one checkpoint's model.
 
   Args:
@@ -426,6 +427,7 @@ def open_workdir(path: str | os.PathLike, step: int | str | None = None, *,
       $RECJAX_DATA_DIR): the task re-reads its data to evaluate.
     mesh: device mesh axes (default `config.mesh`), e.g. dict(data=-1) on a machine with
       another number of devices than the training one.
+    dtype: the model's compute dtype (default the run's `config.model.dtype`).
   Raises:
     WorkdirError: `path` is no readable workdir, has no such checkpoint, or the checkpoint
       is damaged; the message names the file.
@@ -434,6 +436,8 @@ def open_workdir(path: str | os.PathLike, step: int | str | None = None, *,
   config = read_config(root)
   if data_root is not None:
     config.data.root = data_root
+  if dtype is not None:
+    config.model.dtype = dtype
   _use_workdir_tokenizer(config, epath.Path(root))
   step, steps = choose_step(root, step, config)
   task = build_task(config)

@@ -137,12 +137,9 @@ def load_lm(path: str, key: str = LM_PATH_KEY, dtype: str = "float32"):
   `dtype` is the compute dtype (float32 by default: the codes should not hinge on bf16 rounding).
   """
   # pylint: disable=g-import-not-at-top
-  from etils import epath
   from recjax import workdir as workdir_lib
   from recjax.models import hf_checkpoint
-  from recjax.tasks import build_task
   from recjax.text import tokenizer as tokenizer_lib
-  from recjax.train import checkpoint as ckpt_lib
   from recjax.train import sharding as shard_lib
   # pylint: enable=g-import-not-at-top
   if lm_source(path, key) == "hf":
@@ -154,20 +151,15 @@ def load_lm(path: str, key: str = LM_PATH_KEY, dtype: str = "float32"):
     if config.task not in LM_TASKS:
       raise workdir_lib.WorkdirError(
           f"a workdir of task {config.task!r}, not of a language model (one of {LM_TASKS})")
-    config.model.dtype = dtype
-    use_own_tokenizer = workdir_lib._use_workdir_tokenizer  # pylint: disable=protected-access
-    use_own_tokenizer(config, epath.Path(path))
-    step, _ = workdir_lib.choose_step(path, None, config)
-    task = build_task(config)
     try:
-      mesh = shard_lib.make_mesh(config.mesh)
+      shard_lib.make_mesh(config.mesh)
+      mesh = None  # the run's own mesh
     except ValueError:  # trained on another number of devices
-      mesh = shard_lib.make_mesh(dict(data=-1))
-    model = workdir_lib.restore_model(config, task, os.path.join(path, "checkpoints"), step,
-                                      mesh)
-  except (workdir_lib.WorkdirError, ckpt_lib.CheckpointError) as e:
+      mesh = dict(data=-1)
+    opened = workdir_lib.open_workdir(path, mesh=mesh, dtype=dtype)
+  except workdir_lib.WorkdirError as e:
     raise ValueError(f"config.{key}={path!r}: {e}") from e
-  return model, task.tokenizer, mesh
+  return opened.model, opened.task.tokenizer, opened.mesh
 
 
 def lm_embed(texts: Sequence[str], path: str, max_len: int = 128, batch_size: int = 64,
