@@ -178,3 +178,29 @@ def test_score_of_an_lm_continuation_equals_a_full_forward(model):
       logp = np.asarray(fwd(model, jnp.asarray([prompt + cont])))[0, len(prompt) - 1:-1]
       np.testing.assert_allclose(got[i, j], logp[np.arange(len(cont)), cont].sum(), rtol=1e-4,
                                  atol=1e-4)
+
+
+def test_score_prefilled_mixes_prompts_in_any_order(model):
+  # Continuations of several prompts scored in calls of mixed rows and widths, from one
+  # prefill, give what `score` gives each prompt's own continuations.
+  rows, p, lengths = _prompts()
+  part_b = decoding.PartB(inter=jnp.asarray([r["mask"] for r in rows]),
+                          intra=jnp.ones(len(rows), jnp.int32),
+                          entity_trie=decoding.Trie.from_sequences(ENTITIES))
+  kw = dict(positions=p["inter"], extra_positions=p["intra"], prefix_mask=p["prefix"],
+            part_b=part_b)
+  conts = np.array([[[5, 6, 7, 3, 0], [9, 3, 0, 0, 0], [5, 8, 9, 4, 3]],
+                    [[4, 3, 0, 0, 0], [5, 6, 3, 0, 0], [9, 9, 9, 9, 3]]], np.int32)
+  clens = np.array([[4, 2, 5], [2, 3, 5]], np.int32)
+  want = np.asarray(decoding.score(model, p["tokens"], lengths, conts, clens, **kw))
+  prefilled = decoding.prefill(model, p["tokens"], lengths, 5, **kw)
+  for group in ([(1, 0), (0, 1)], [(0, 0), (1, 1), (0, 2)], [(1, 2)]):
+    width = max(int(clens[r, j]) for r, j in group)
+    got = decoding.score_prefilled(model, prefilled,
+                                   np.stack([conts[r, j, :width] for r, j in group]),
+                                   np.array([clens[r, j] for r, j in group]),
+                                   np.array([r for r, _ in group]))
+    np.testing.assert_allclose(got, [want[r, j] for r, j in group], rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="prefilled for at most 5"):
+    decoding.score_prefilled(model, prefilled, np.zeros((1, 6), np.int32), np.ones(1, np.int32),
+                             np.zeros(1, np.int32))

@@ -202,3 +202,23 @@ def test_more_negatives_than_unseen_items_names_the_key(tmp_path):
 
 def test_pipeline_block_has_part_b_intra():
   assert pipeline.default_config().glm.part_b_intra == "span"
+
+
+def test_candidates_scored_in_length_groups_match_scoring_each_alone(tmp_path):
+  # log_probs scores the candidates of several prompts grouped by length, in calls smaller
+  # than one prompt's candidates (batch_size 1: 8 rows a call); every score equals that of the
+  # candidate scored alone.
+  task = build_task(p5_config(), str(tmp_path))
+  model = _model(task)
+  evaluator = task.evaluators[0]
+  evaluator.batch_size = 1
+  examples = [e for e in task._p5_examples("test") if e.kind == "item"][:3]  # pylint: disable=protected-access
+  items = evaluator.answers.item_tokens
+  answers = [[items[i] for i in range(1 + k, len(items), 2)] for k in range(len(examples))]
+  assert len({len(a) for opts in answers for a in opts}) > 1 and len(answers[0]) > 8
+  got = evaluator.log_probs(model, examples, answers, True)
+  for ex, opts, scores in zip(examples, answers, got):
+    assert scores.shape == (len(opts),)
+    for j in (0, len(opts) // 2, len(opts) - 1):
+      alone = evaluator.log_probs(model, [ex], [[opts[j]]], True)[0]
+      np.testing.assert_allclose(scores[j], alone[0], rtol=1e-4, atol=1e-4)

@@ -237,3 +237,29 @@ def test_two_evaluators_returning_one_metric_is_an_error(tmp_path):
   with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"evaluators 'ranking' and "
                                                            r"'item_norm' both return"):
     trainer.evaluate(task, train_state.model(), "valid", mesh)
+
+
+class FailingEvaluator:
+  """An evaluator that fails at the final evaluation (as a killed or crashing one would)."""
+
+  name, every_steps = "failing", 0
+
+  def __call__(self, model, split, mesh):
+    raise RuntimeError("evaluation failed")
+
+
+def test_final_step_is_saved_before_the_final_evaluation(tmp_path, capsys):
+  # Training that finished is never lost to an evaluation that did not: the rerun restores the
+  # last step and goes straight to the evaluation.
+  config = tiny_config(**{"train.num_steps": 5, "train.checkpoint_every_steps": 100})
+  task = tiny_task(config)
+  task.evaluators = [FailingEvaluator()]
+  with pytest.raises(RuntimeError, match="evaluation failed"):
+    trainer.train_and_evaluate(config, task, str(tmp_path))
+  assert ckpt_lib.finished_steps(str(tmp_path / "checkpoints")) == [5]
+  assert not (tmp_path / "results.json").exists()
+  capsys.readouterr()
+  result = _run(config, tmp_path)
+  assert "training already complete at step 5; evaluating" in capsys.readouterr().out
+  assert result.step == 5 and result.losses == [] and "test/ndcg@10" in result.metrics
+  assert (tmp_path / "results.json").exists()

@@ -120,25 +120,36 @@ class P5Evaluator:
     Part B of the training layout; `entity_answers`: the answers are catalogue entities (their
     intra-positions are dynamic when the evaluator's are). Inputs are replicated on `mesh`."""
     num = max(len(a) for a in answers)
+    rows = self.batch_size * 8  # continuations per scoring call
+    # The prompts of a batch are prefilled once; their continuations are then scored in calls
+    # of `rows`, shortest first, each padded to its own longest rather than all to the longest
+    # (item texts vary in length several-fold: the padding was most of the cost).
+    per_call = min(len(exs), max(1, (4 * rows) // num))
     width = _width(max(len(a) for opts in answers for a in opts) + 1, 8)
-    per_call = max(1, (self.batch_size * 8) // num)  # prompts per call: about 8 x batch rows
     entity_trie = self._item_tries()[1] if entity_answers else None  # None unless dynamic
+    entity_trie = batching.replicated(entity_trie, mesh)
     out = []
     for batch, n, start in self._prompt_batches(exs, per_call):
-      conts = np.full((per_call, num, width), self.answers.pad, np.int32)
-      lengths = np.zeros((per_call, num), np.int32)
-      for r in range(n):
-        for j, answer in enumerate(answers[start + r]):
-          seq = list(answer) + [self.answers.eop]
-          conts[r, j, :len(seq)] = seq
-          lengths[r, j] = len(seq)
-      batch, conts, lengths = batching.replicated((batch, conts, lengths), mesh)
-      scores = np.asarray(decoding.score(
-          model, batch["tokens"], batch["lengths"], conts, lengths, positions=batch["inter"],
+      seqs = sorted(((r, j, list(answer) + [self.answers.eop])
+                     for r in range(n) for j, answer in enumerate(answers[start + r])),
+                    key=lambda x: len(x[2]))
+      batch = batching.replicated(batch, mesh)
+      prefilled = decoding.prefill(
+          model, batch["tokens"], batch["lengths"], width, positions=batch["inter"],
           extra_positions=batch["intra"], prefix_mask=batch["prefix"],
-          part_b=decoding.PartB(batch["mask"], batch["sop_intra"],
-                                batching.replicated(entity_trie, mesh))))
-      out += [scores[r, :len(answers[start + r])] for r in range(n)]
+          part_b=decoding.PartB(batch["mask"], batch["sop_intra"], entity_trie))
+      scores = [np.zeros(len(answers[start + r]), np.float32) for r in range(n)]
+      for first in range(0, len(seqs), rows):
+        chunk = seqs[first:first + rows]
+        conts = np.full((rows, _width(len(chunk[-1][2]), 8)), self.answers.pad, np.int32)
+        lengths, prompt_of = np.zeros(rows, np.int32), np.zeros(rows, np.int32)
+        for i, (r, _, seq) in enumerate(chunk):
+          conts[i, :len(seq)], lengths[i], prompt_of[i] = seq, len(seq), r
+        got = np.asarray(decoding.score_prefilled(
+            model, prefilled, *batching.replicated((conts, lengths, prompt_of), mesh)))
+        for i, (r, j, _) in enumerate(chunk):
+          scores[r][j] = got[i]
+      out += scores
     return out
 
   def _choose(self, model, exs: Sequence[Example], choices: Sequence[str], mesh) -> list[int]:

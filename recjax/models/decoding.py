@@ -285,6 +285,7 @@ def score(model: llm.LLM,
   Each prompt is prefilled once into the KV cache, which is then shared by its continuations:
   what ranking C candidate answers costs is C short forwards, not C full ones. The positions
   of the continuation tokens are those `generate` would give them (an LM's, or `part_b`'s).
+  (`prefill` + `score_prefilled` do the same in steps, for continuations grouped by length.)
 
   Args:
     model: the language model.
@@ -296,36 +297,87 @@ def score(model: llm.LLM,
   Returns:
     (batch, C) float32 log p(continuation | prompt).
   """
+  b, c, n = np.shape(continuations)
+  prefilled = prefill(model, prompts, prompt_lengths, n, positions=positions,
+                      extra_positions=extra_positions, prefix_mask=prefix_mask, part_b=part_b)
+  return score_prefilled(model, prefilled, jnp.reshape(continuations, (b * c, n)),
+                         jnp.reshape(continuation_lengths, (b * c,)),
+                         jnp.repeat(jnp.arange(b), c)).reshape(b, c)
+
+
+@flax.struct.dataclass
+class Prefilled:
+  """Prompts in a KV cache with room for continuations (`prefill`, `score_prefilled`)."""
+
+  first: Array                # (batch, vocab) logits of every continuation's first token
+  cache: llm.KVCache          # the prompts, with `max_continuation` free slots
+  prompt_lengths: Array       # (batch,)
+  part_b: PartB | None        # as for `generate`
+  max_continuation: int = flax.struct.field(pytree_node=False, default=0)
+
+
+def prefill(model: llm.LLM,
+            prompts: Array | np.ndarray,
+            prompt_lengths: Array | np.ndarray,
+            max_continuation: int,
+            *,
+            positions: Array | np.ndarray | None = None,
+            extra_positions: Array | np.ndarray | None = None,
+            prefix_mask: Array | np.ndarray | None = None,
+            part_b: PartB | None = None) -> Prefilled:
+  """The prompts prefilled once, for scoring continuations of up to `max_continuation`
+  tokens in as many `score_prefilled` calls as the caller likes (arguments as for `score`)."""
   prompt, part_b = _prompt_inputs(prompts, prompt_lengths, positions, extra_positions,
                                   prefix_mask, part_b)
   graphdef, state = nnx.split(model)
-  return _score(graphdef, state, prompt, jnp.asarray(continuations, jnp.int32),
-                jnp.asarray(continuation_lengths, jnp.int32), part_b)
+  first, cache = _prefill_jit(graphdef, state, prompt,
+                              prompt.tokens.shape[1] + int(max_continuation))
+  return Prefilled(first, cache, prompt.lengths, part_b, int(max_continuation))
+
+
+def score_prefilled(model: llm.LLM, prefilled: Prefilled,
+                    continuations: Array | np.ndarray,
+                    continuation_lengths: Array | np.ndarray,
+                    rows: Array | np.ndarray) -> Array:
+  """(R,) float32 log p(continuation | prompt) of continuations (R, length) of the prompts
+  `rows` (R,), right-padded, `continuation_lengths` (R,) tokens counted. A call may mix the
+  continuations of many prompts: grouping them by length spares padding them all to the
+  longest. `length` is at most the `max_continuation` the prompts were prefilled for."""
+  if np.shape(continuations)[1] > prefilled.max_continuation:
+    raise ValueError(f"continuations of {np.shape(continuations)[1]} tokens but the prompts "
+                     f"were prefilled for at most {prefilled.max_continuation}")
+  graphdef, state = nnx.split(model)
+  return _score_prefilled(graphdef, state, prefilled, jnp.asarray(continuations, jnp.int32),
+                          jnp.asarray(continuation_lengths, jnp.int32),
+                          jnp.asarray(rows, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'cache_len'))
+def _prefill_jit(graphdef, state, prompt, cache_len):
+  return _prefill(nnx.merge(graphdef, state), prompt, cache_len, None)
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef',))
-def _score(graphdef, state, prompt, continuations, lengths, part_b):
+def _score_prefilled(graphdef, state, prefilled: Prefilled, tokens, lengths, rows):
   model = nnx.merge(graphdef, state)
-  b, c, n = continuations.shape
-  first, cache = _prefill(model, prompt, prompt.tokens.shape[1] + n, None)
-  rows = jnp.repeat(jnp.arange(b), c)
-  cache = cache.gather(rows)
-  tokens = continuations.reshape(b * c, n)
+  n = tokens.shape[1]
+  cache = prefilled.cache.gather(rows)
+  part_b = prefilled.part_b
   if part_b is None:
-    rope = prompt.lengths[rows][:, None] + jnp.arange(n)[None]
+    rope = prefilled.prompt_lengths[rows][:, None] + jnp.arange(n)[None]
     extra = None
   else:
     rows_b = part_b.replace(inter=part_b.inter[rows], intra=part_b.intra[rows])
-    rope = jnp.broadcast_to(rows_b.inter[:, None], (b * c, n))
+    rope = jnp.broadcast_to(rows_b.inter[:, None], tokens.shape)
     extra = part_b_positions(rows_b, tokens)
   out = model(tokens, positions=rope, segment_ids=jnp.ones_like(tokens), cache=cache,
               extra_positions=extra)
   # Token j is predicted by the prompt's last slot (j = 0) or by continuation token j - 1.
-  logits = jnp.concatenate([first[rows][:, None], out.logits[:, :-1]], axis=1)
+  logits = jnp.concatenate([prefilled.first[rows][:, None], out.logits[:, :-1]], axis=1)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   picked = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
-  counted = jnp.arange(n)[None] < lengths.reshape(b * c)[:, None]
-  return jnp.sum(jnp.where(counted, picked, 0.0), axis=1).reshape(b, c)
+  counted = jnp.arange(n)[None] < lengths[:, None]
+  return jnp.sum(jnp.where(counted, picked, 0.0), axis=1)
 
 
 # ------------------------------------------------------------------------------

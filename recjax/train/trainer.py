@@ -546,7 +546,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
             (len(due) == len(task.evaluators) or step % tcfg.checkpoint_every_steps == 0)):
           raise ValueError(f"train.best_metric='{tcfg.best_metric}' is not among the "
                            f"validation metrics at step {step}: {sorted(valid_metrics)}")
-      # The last step is saved after the final evaluation, with its metrics.
+      # The last step is saved around the final evaluation, below.
       if (tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and
           step < num_steps):
         flush_pending()  # Never save a state whose loss has not been checked.
@@ -565,6 +565,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
 
     final: dict[str, float] = {}
     if not stopped:
+      if not tcfg.best_metric and manager.latest_step() != train_state.step:
+        # Saved before the final evaluation (which can take longer than training): a run
+        # killed during it resumes straight to the evaluation. Ranking by best_metric needs
+        # the evaluation's metrics, so that case saves after it.
+        ckpt_lib.save(manager, train_state.step, train_state.state, data_iter, force=True)
       valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, train_state.step)
       test_metrics = _evaluate(task, train_state, mesh, "test", writer, train_state.step)
       final = {**{f"valid/{k}": v for k, v in valid_metrics.items()},
