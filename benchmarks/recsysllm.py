@@ -39,8 +39,12 @@ VARIANTS = {
     "positions_1d": ["--config.text.glm.positions=1d"],
     "shuffled": ["--config.text.glm.order=shuffled"],
 }
-SEQ_COLUMNS = ["sampled99_hr@5", "sampled99_ndcg@5", "sampled99_hr@10", "sampled99_ndcg@10",
-               "hr@5", "ndcg@5", "hr@10", "ndcg@10"]
+
+
+def seq_columns(num_negatives: int) -> list[str]:
+  """The sequential table's columns: sampled<N>_ (the target among N negatives), then full."""
+  return [f"sampled{num_negatives}_{m}@{k}" for k in (5, 10) for m in ("hr", "ndcg")] + [
+      f"{m}@{k}" for k in (5, 10) for m in ("hr", "ndcg")]
 
 
 def _cell(results: dict[str, float], key: str) -> str:
@@ -72,7 +76,8 @@ def sasrec_on_p5_users(sasrec_dir: str, p5_dir: str, ks=(5, 10)) -> tuple[dict, 
     cand = s[np.concatenate([[e.target_item], e.negatives])]
     sampled.append(int(np.sum(cand > t) + np.sum(cand == t) - 1))
   out = {}
-  for prefix, ranks in (("", full), ("sampled99_", sampled)):
+  sampled_prefix = f"sampled{len(chosen[0].negatives)}_"
+  for prefix, ranks in (("", full), (sampled_prefix, sampled)):
     for k, v in metrics_lib.ranking_metrics(np.array(ranks), ks).items():
       if k.split("@")[0] in ("hr", "ndcg"):
         out[prefix + k] = v
@@ -124,14 +129,17 @@ def main() -> None:
   results = {name: workdirs.results(os.path.join(workdir, "p5")) for name, workdir in dirs.items()}
   if args.sasrec_epochs:
     sasrec, users = sasrec_on_p5_users(sasrec_dir, os.path.join(first, "p5"))
+    num_negatives = int(next(k for k in sasrec if k.startswith("sampled"))
+                        .split("_")[0][len("sampled"):])
     print(f"\nSequential recommendation, {args.dataset}, test, {users} users "
           "(the P5 evaluation's; SASRec on the same users and negatives):\n")
-    print("| model | prompts | " + " | ".join(SEQ_COLUMNS) + " |")
-    print("|---|---|" + "---|" * len(SEQ_COLUMNS))
-    print("| SASRec CE | - | " + " | ".join(_cell(sasrec, c) for c in SEQ_COLUMNS) + " |")
+    columns = seq_columns(num_negatives)
+    print("| model | prompts | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    print("| SASRec CE | - | " + " | ".join(_cell(sasrec, c) for c in columns) + " |")
     for name, res in results.items():
       for group in ("seen", "unseen"):
-        cells = [_cell(res, f"test/p5/sequential/{group}/{c}") for c in SEQ_COLUMNS]
+        cells = [_cell(res, f"test/p5/sequential/{group}/{c}") for c in columns]
         print(f"| {name} | {group} | " + " | ".join(cells) + " |")
   for family in FAMILIES[int(bool(args.sasrec_epochs)):]:
     print_family(family, results, args.dataset)

@@ -3,8 +3,9 @@
     RECJAX_DATA_DIR=../shared/data python -m recjax.main \
         --config=configs/sasrec.py:amazon_video --workdir=/tmp/sasrec_video
 
-NAME is any dataset in recjax.data.registry (ml-100k, ml-1m, ml-1m-pos, amazon_beauty,
-amazon_video, amazon_office, amazon_scientific, amazon_games6k). The data root comes from
+NAME is any real dataset in recjax.data.registry (ml-100k, ml-1m, ml-1m-pos, ml-latest-small,
+amazon_beauty, amazon_video, amazon_office, amazon_scientific, amazon_games6k,
+amazon2018_gift_cards, amazon2018_all_beauty). The data root comes from
 `--config.data.root=DIR` or $RECJAX_DATA_DIR. Defaults follow the original paper and
 SASRec.pytorch: BCE with one sampled negative, hidden 50, 2 blocks, 1 head, lr 1e-3, batch 128,
 max_len 200 on MovieLens and 50 on Amazon, dropout 0.2 / 0.5.
@@ -31,11 +32,14 @@ PRESETS = {
     "ml-100k": (200, 0.2, 200),
     "ml-1m": (200, 0.2, 200),
     "ml-1m-pos": (200, 0.2, 200),
+    "ml-latest-small": (200, 0.2, 200),
     "amazon_beauty": (50, 0.5, 200),
     "amazon_video": (50, 0.5, 200),
     "amazon_office": (50, 0.5, 200),
     "amazon_scientific": (50, 0.5, 200),
     "amazon_games6k": (50, 0.5, 200),
+    "amazon2018_gift_cards": (50, 0.5, 200),
+    "amazon2018_all_beauty": (50, 0.5, 200),
 }
 
 

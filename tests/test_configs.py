@@ -6,6 +6,7 @@ import pytest
 
 from recjax import config as config_lib
 from recjax.data.readers import MissingDataError
+from recjax.data.registry import list_datasets
 from recjax.tasks import TASKS, build_task
 from tests.cli_utils import REPO
 from tests.datasets import require_data_dir
@@ -19,6 +20,11 @@ def _load(path):
 
 
 SASREC = _load(REPO / "configs" / "sasrec.py")
+
+
+def test_every_real_builtin_dataset_has_a_sasrec_preset():
+  real = {n for n in list_datasets() if n != "synthetic"}
+  assert real == set(SASREC.PRESETS), "configs/sasrec.py PRESETS and the registry disagree"
 
 
 @pytest.mark.parametrize("name", sorted(SASREC.PRESETS))
