@@ -131,3 +131,62 @@ def test_bad_arguments_are_named(graph):
     walks.node2vec_walks(graph, walk_length=0)
   with pytest.raises(ValueError, match=r"items must lie in 1..3, got 1..4"):
     walks.cooccurrence_graph(Sequences.from_lists([[1, 4]]), 3)
+
+
+@pytest.mark.parametrize("fmt", walks.WALK_FILE_FORMATS)
+def test_walk_files_read_back_through_the_registry(tmp_path, fmt):
+  from recjax.data import registry, splits  # pylint: disable=g-import-not-at-top
+  from recjax.curriculum import walk_split  # pylint: disable=g-import-not-at-top
+  from recjax.data.synthetic import make_synthetic  # pylint: disable=g-import-not-at-top
+  data = make_synthetic(num_users=80, num_items=30, num_clusters=3, seed=0)
+  split = splits.make_split(data, "leave_one_out")
+  # p small: walks often step back, so an item repeats within a walk (and must survive).
+  made = walk_split.walks_for_split(split, walk_length=8, walks_per_node=2, p=0.25, seed=3)
+  spec = made.write(tmp_path / f"walks.{fmt}", data, fmt)
+  back = registry.load_dataset(spec)
+  assert back.num_users == len(made)
+  raw = np.asarray(data.item_ids, dtype=str)
+  expected = {f"walk_{s}_{r}": list(raw[row]) for s, r, row in
+              zip(made.start, made.repeat, made.items)}
+  assert any(len(set(v)) < len(v) for v in expected.values())  # repeats exercised
+  for u, user in enumerate(back.user_ids):
+    row = back.sequences.values[back.sequences.offsets[u]:back.sequences.offsets[u + 1]]
+    assert list(np.asarray(back.item_ids, dtype=str)[row]) == expected[str(user)]
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_walk_files_refuse_other_catalogues_and_formats(tmp_path, graph):
+  from recjax.data.synthetic import make_synthetic  # pylint: disable=g-import-not-at-top
+  made = walks.node2vec_walks(graph, walk_length=4, walks_per_node=1)
+  small = make_synthetic(num_users=10, num_items=3, num_clusters=1, seed=0)
+  with pytest.raises(ValueError, match="reach item 5 but synthetic has 3 items"):
+    made.write(tmp_path / "w.txt", small)
+  with pytest.raises(ValueError, match="walk file format 'csv'"):
+    made.write(tmp_path / "w.txt", small, "csv")
+  assert not list(tmp_path.iterdir())
+
+
+def test_walks_command_writes_shards_that_make_the_whole(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from recjax.data import registry  # pylint: disable=g-import-not-at-top
+  from tests.cli_utils import REPO, run_main_env  # pylint: disable=g-import-not-at-top
+  dataset = json.dumps({"name": "synthetic", "num_users": 60, "num_items": 25, "seed": 1})
+  specs = []
+  for shard, shards in ((0, 1), (0, 2), (1, 2)):
+    proc = subprocess.run(
+        [sys.executable, "-m", "recjax.curriculum", "walks", f"--dataset={dataset}",
+         f"--out={tmp_path}/w{shard}of{shards}.txt", "--walk_length=5", "--walks_per_node=2",
+         f"--shard={shard}", f"--num_shards={shards}"],
+        cwd=REPO, env=run_main_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    specs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  def rows(spec):
+    d = registry.load_dataset(spec)
+    raw = np.asarray(d.item_ids, dtype=str)
+    return {str(u): tuple(raw[d.sequences.values[d.sequences.offsets[i]:
+                                                 d.sequences.offsets[i + 1]]])
+            for i, u in enumerate(d.user_ids)}
+  whole, half0, half1 = (rows(s) for s in specs)
+  assert whole == {**half0, **half1} and not set(half0) & set(half1) and half0 and half1

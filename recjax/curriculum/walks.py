@@ -23,6 +23,8 @@ amazon_games6k it made 2-13x fewer walks/s than this (docs/curriculum.md).
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 
 import numpy as np
 
@@ -103,6 +105,48 @@ class Walks:
                                    "isolated items start none"])
 
 
+  def write(self, path: str | os.PathLike, like: InteractionData, fmt: str = "sequence"
+            ) -> dict:
+    """Writes the walks as a dataset file over `like`'s raw item ids and returns the registry
+    spec that reads it back (`recjax.data.registry.load_dataset`).
+
+    fmt: `sequence` (`walk_<start>_<repeat> item item ...` per line, the Beauty.txt layout) or
+    `atomic` (a RecBole `.inter` table, `user_id:token item_id:token timestamp:float`, the
+    position in the walk as timestamp). The file is written to a temporary name and renamed,
+    so an interrupted write leaves no partial file.
+    """
+    if fmt not in WALK_FILE_FORMATS:
+      raise ValueError(f"walk file format {fmt!r}: choose from {WALK_FILE_FORMATS}")
+    if self.items.size and self.items.max() > like.num_items:
+      raise ValueError(f"walks reach item {int(self.items.max())} but {like.name} has "
+                       f"{like.num_items} items: they were made for another catalogue")
+    raw = np.asarray(like.item_ids, dtype=str)
+    spaced = [r for r in raw[np.unique(self.items)] if not r or any(c.isspace() for c in r)]
+    if spaced:
+      raise ValueError(f"item id {spaced[0]!r} of {like.name} is empty or has whitespace: it "
+                       "cannot be written as one field")
+    users = [f"walk_{s}_{r}" for s, r in zip(self.start, self.repeat)]
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+      if fmt == "sequence":
+        for user, row in zip(users, raw[self.items]):
+          f.write(f"{user} {' '.join(row)}\n")
+      else:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user, row in zip(users, raw[self.items]):
+          f.writelines(f"{user}\t{item}\t{t}\n" for t, item in enumerate(row))
+    os.replace(tmp, path)
+    name = f"{like.name}_walks"
+    if fmt == "sequence":
+      return {"name": name, "format": "sequence", "dir": str(path.parent),
+              "files": {"sequences": path.name}}
+    return {"name": name, "format": "atomic", "dir": str(path.parent),
+            "files": {"inter": path.name}}
+
+
+WALK_FILE_FORMATS = ("sequence", "atomic")
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
