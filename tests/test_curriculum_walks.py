@@ -181,7 +181,8 @@ def test_walks_command_writes_shards_that_make_the_whole(tmp_path):
          f"--shard={shard}", f"--num_shards={shards}"],
         cwd=REPO, env=run_main_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    specs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    specs.append(json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("{"))))
+    assert "--config.data.dataset.format=sequence" in proc.stdout
   def rows(spec):
     d = registry.load_dataset(spec)
     raw = np.asarray(d.item_ids, dtype=str)
