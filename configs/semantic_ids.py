@@ -7,7 +7,8 @@
 
 Q is `rqvae` (TIGER's RQ-VAE: 256-d item embeddings -> MLP [512, 256, 128] -> 32-d latent, 3
 levels x 256 codes, commitment 0.25, k-means initialisation, dead-code restart) or `sae` (top-k
-sparse autoencoder: 4096 latents, an item's code is its 8 most active latents in order).
+sparse autoencoder: 4096 latents, an item's code is its 8 most active latents in order, AuxK
+against dead latents, one REC<latent> token vocabulary for every position).
 DATASET (default amazon_games6k, 16,859 items) is any dataset of recjax.data.registry with item
 text, or `synthetic` (no files needed). Item texts (`title; Brand; Categories`) are embedded by
 TF-IDF + truncated SVD to 256-d (`--config.embed.method=wordllama` for wordllama;
@@ -22,7 +23,8 @@ and semantic_ids.txt (the report: collision rate before the collision level, per
 utilisation, perplexity and reconstruction error), besides the trainer's metrics and checkpoints.
 The printed table has the same figures, with RQ-KMeans on the same embeddings as a baseline row
 for rqvae. Expected on amazon_games6k (2 CPU cores; measured, docs/curriculum.md): see the
-"RQ-VAE" and "Top-k sparse autoencoder" sections there for the figures and runtimes.
+"RQ-VAE" and "Top-k sparse autoencoder" sections there for the figures and runtimes (sae on
+a busy 2-core machine: about 8 minutes, collision rate 0.102, 59% of latents in some code).
 """
 from recjax import config as config_lib
 

@@ -129,3 +129,55 @@ def test_real_catalogue_amazon_games6k(tmp_path):
   assert ids.num_items == 16859 and len(set(ids.tokens()[1:])) == 16859
   assert ids.collision_rate < 0.05  # ordered 8-latent codes rarely coincide
   assert ids.levels[0].utilisation > 0.5
+
+
+def test_aux_loss_rebuilds_the_residual_from_the_most_active_dead_latents():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(12, 8)).astype(np.float32)
+  model = sae.TopKSAE(sae.SAEConfig(input_dim=8, num_latents=16, k=2, aux_k=3), nnx.Rngs(0))
+  out = model(jnp.asarray(x))
+  dead = np.zeros(16, bool)
+  dead[[1, 4, 5, 9, 12]] = True
+  aux = np.asarray(model.aux_loss(jnp.asarray(x), out, jnp.asarray(dead)))
+  # numpy: the residual from the top-2 reconstruction, rebuilt from the 3 most active dead ones.
+  w_dec = np.asarray(model.w_dec[...])
+  d = w_dec / np.linalg.norm(w_dec, axis=-1, keepdims=True)
+  pre = np.maximum((x - np.asarray(model.b_pre[...])) @ np.asarray(model.w_enc[...])
+                   + np.asarray(model.b_enc[...]), 0)
+  top = np.argsort(-pre, axis=1, kind="stable")[:, :2]
+  x_hat = np.asarray(model.b_pre[...]) + np.einsum(
+      "bk,bkd->bd", np.take_along_axis(pre, top, 1), d[top])
+  masked = np.where(dead[None], pre, 0)
+  aux_top = np.argsort(-masked, axis=1, kind="stable")[:, :3]
+  e_hat = np.einsum("bk,bkd->bd", np.take_along_axis(masked, aux_top, 1), d[aux_top])
+  e = x - x_hat
+  var = lambda a: np.mean(np.sum((a - a.mean(0)) ** 2, -1))
+  np.testing.assert_allclose(aux, var(x) / var(e) * np.sum((e - e_hat) ** 2, -1), rtol=1e-4,
+                             atol=1e-5)
+  # At most aux_k dead latents: all of them rebuild the residual.
+  few = np.zeros(16, bool)
+  few[[4, 9]] = True
+  aux_few = np.asarray(model.aux_loss(jnp.asarray(x), out, jnp.asarray(few)))
+  e_few = np.where(few[None], pre, 0) @ d
+  np.testing.assert_allclose(aux_few, var(x) / var(e) * np.sum((e - e_few) ** 2, -1),
+                             rtol=1e-4, atol=1e-5)
+  # Without dead latents the term is 0; its gradient reaches dead latents only.
+  assert float(model.aux_loss(jnp.asarray(x), out, jnp.zeros(16, bool)).sum()) == 0.0
+  grads = nnx.grad(lambda m: m.aux_loss(jnp.asarray(x), m(jnp.asarray(x)),
+                                        jnp.asarray(dead)).sum())(model)
+  w_dec_grad = np.abs(np.asarray(grads.w_dec[...])).sum(-1)
+  assert np.all(w_dec_grad[~dead] == 0) and w_dec_grad[dead].sum() > 0
+
+
+def test_the_trainer_keeps_the_unfired_counters_and_reports_dead_latents(tmp_path):
+  # 1,000 items x 4 slots cannot keep 1,024 latents alive: some die, and the counters say so.
+  config = tiny_config(**{"model.num_latents": 1024, "model.dead_after": 20,
+                          "train.num_steps": 60})
+  trainer.train_and_evaluate(config, build_task(config, str(tmp_path)), str(tmp_path),
+                             devices=ONE)
+  rows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r]
+  assert rows[0]["train/dead_latents"] == 0  # nothing is dead before dead_after steps
+  assert rows[-1]["train/dead_latents"] > 0.05 and rows[-1]["train/aux_loss"] > 0
+  ids = load_semantic_ids(str(tmp_path))
+  assert ids.shared_digits == 4  # shared_vocabulary: the 4 positions share REC<latent>
+  assert any(n.startswith("dead latents at the end of training") for n in ids.notes)

@@ -1,5 +1,7 @@
 """Items written as semantic IDs (recjax.text.semantic_text): one token per code, any template,
 trie-constrained decoding onto real items, and the errors of mismatched files."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -21,6 +23,18 @@ def test_code_tokens_of_a_hand_made_table():
       "<RECTOKEN> REC1 REC4 </RECTOKEN>"]
   with pytest.raises(ValueError, match="negative"):
     semantic_text.digit_offsets(np.array([[-1], [0], [-1]]))
+
+
+def test_shared_digits_share_one_token_range():
+  # The SAE's k positions index one dictionary: latent c is REC<c> wherever it is.
+  codes = np.array([[-1, -1, -1], [0, 3, 0], [2, 1, 1]])
+  np.testing.assert_array_equal(semantic_text.digit_offsets(codes, shared_digits=2), [0, 0, 4, 6])
+  assert semantic_text.num_code_tokens(codes, shared_digits=2) == 6
+  assert semantic_text.num_code_tokens(codes) == 9
+  assert semantic_text.code_texts(codes, shared_digits=2) == [
+      "", "<RECTOKEN> REC0 REC3 REC4 </RECTOKEN>", "<RECTOKEN> REC2 REC1 REC5 </RECTOKEN>"]
+  with pytest.raises(ValueError, match=r"shared_digits=4 outside 0..3"):
+    semantic_text.digit_offsets(codes, shared_digits=4)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +115,20 @@ def test_mismatched_files_and_formats(ids_file, tmp_path):
   config.text.semantic_ids = ""
   with pytest.raises(ValueError, match="needs config.text.semantic_ids"):
     pipeline.build_corpus(config, "train", None)
+
+
+def test_a_shared_vocabulary_file_registers_and_writes_the_shared_tokens(ids_file, tmp_path):
+  _, catalogue, ids = ids_file
+  shared = dataclasses.replace(ids, shared_digits=2)
+  path = tmp_path / "shared.npz"
+  shared.save(path)
+  assert semantic_text.load_semantic_ids(path).shared_digits == 2
+  config = _config(path, "semantic_id")
+  tok = pipeline.build_tokenizer(config.text)
+  need = semantic_text.num_code_tokens(ids.codes, shared_digits=2)
+  assert need < semantic_text.num_code_tokens(ids.codes)
+  assert sum(t.startswith("REC") for t in tok.special_tokens) == need
+  corpus = pipeline.build_corpus(config, "train", tok)
+  texts = semantic_text.code_texts(ids.codes, shared_digits=2)
+  assert corpus.catalogue.texts[1:] == texts[1:]
+  assert catalogue.num_items == corpus.catalogue.num_items

@@ -152,11 +152,11 @@ def id_texts(catalogue: ItemCatalogue, data: InteractionData, id_format: str = "
   if not semantic_ids:
     raise ValueError("curriculum.item_text.id='semantic_id' needs config.text.semantic_ids")
   from recjax.text import semantic_text  # pylint: disable=g-import-not-at-top
-  codes = semantic_text.load_codes(semantic_ids)
-  if len(codes) != data.num_items + 1:
-    raise ValueError(f"the semantic IDs cover {len(codes) - 1} items but {data.name} has "
+  ids = semantic_text.load_semantic_ids(semantic_ids)
+  if len(ids.codes) != data.num_items + 1:
+    raise ValueError(f"the semantic IDs cover {len(ids.codes) - 1} items but {data.name} has "
                      f"{data.num_items}")
-  return semantic_text.code_texts(codes)
+  return semantic_text.code_texts(ids.codes, shared_digits=ids.shared_digits)
 
 
 def heldout_items(num_items: int, fraction: float, seed: int = 0) -> np.ndarray:

@@ -72,6 +72,9 @@ class SemanticIds:
   method: str = "RQ-KMeans"  # the quantiser, first word of the report
   codebook_size: int = 0  # codes a level may use; 0 = config.codebook_size
   notes: tuple[str, ...] = ()  # extra report lines (how the quantiser was trained)
+  # Leading digits that index one shared dictionary (the SAE's k positions when its codes use
+  # one vocabulary): as LM tokens they share one range (recjax/text/semantic_text.py). 0: none.
+  shared_digits: int = 0
 
   @property
   def num_items(self) -> int:
@@ -100,7 +103,8 @@ class SemanticIds:
     return [""] + [self.token(i) for i in range(1, self.num_items + 1)]
 
   def vocabulary(self) -> list[str]:
-    """Every special token a code can use, level by level (for resizing LM embeddings)."""
+    """Every token `token()` can write, level by level (the LM's code tokens are
+    recjax/text/semantic_text.py's `REC<n>`)."""
     sizes = [s.k for s in self.levels]
     if self.num_digits > len(self.levels):
       sizes.append(self.collision_size)
@@ -132,6 +136,7 @@ class SemanticIds:
     meta = dict(method=self.method, codebook_size=self.size, config=config,
                 collision_rate=self.collision_rate, items_in_collision=self.items_in_collision,
                 collision_size=self.collision_size, notes=list(self.notes),
+                shared_digits=self.shared_digits,
                 levels=[dataclasses.asdict(s) for s in self.levels])
     arrays = {f"codebook_{i}": c for i, c in enumerate(self.codebooks)}
     with open(path, "wb") as f:
@@ -149,7 +154,7 @@ class SemanticIds:
                items_in_collision=meta["items_in_collision"],
                collision_size=meta["collision_size"], config=meta["config"],
                method=meta["method"], codebook_size=meta["codebook_size"],
-               notes=tuple(meta["notes"]))
+               notes=tuple(meta["notes"]), shared_digits=int(meta.get("shared_digits", 0)))
 
 
 def _jsonable(value):

@@ -258,12 +258,15 @@ class SAETask(_QuantizerTask):
   """Trains a top-k sparse autoencoder on item embeddings; see the module docstring."""
 
   name = "top-k SAE"
+  loss_updates = rqvae_lib.QuantizerState  # the `unfired` counters AuxK reads
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | None):
     super().__init__(config, workdir)
     m = config.model
-    self.model_config = sae_lib.SAEConfig(input_dim=self.dim, num_latents=m.num_latents, k=m.k,
-                                          collision_level=m.collision_level)
+    self.model_config = sae_lib.SAEConfig(
+        input_dim=self.dim, num_latents=m.num_latents, k=m.k, collision_level=m.collision_level,
+        dead_after=m.dead_after, aux_k=m.aux_k, aux_weight=m.aux_weight,
+        shared_vocabulary=m.shared_vocabulary)
 
   @property
   def num_levels(self) -> int:
@@ -273,7 +276,9 @@ class SAETask(_QuantizerTask):
     cfg = self.model_config
     return super().summary() + (
         f"\ntop-k SAE {self.dim} -> {cfg.num_latents} latents, codes of the {cfg.k} most active; "
-        "the pre-encoder bias starts at the mean embedding (a fresh run's \"pretrained weights\")")
+        "the pre-encoder bias starts at the mean embedding (a fresh run's \"pretrained weights\"); "
+        + (f"AuxK on latents dead for {cfg.dead_after} steps (aux_k {cfg.aux_k}, weight "
+           f"{cfg.aux_weight:g})" if cfg.dead_after and cfg.aux_weight else "no AuxK loss"))
 
   def build_model(self, rngs: nnx.Rngs) -> sae_lib.TopKSAE:
     return sae_lib.TopKSAE(self.model_config, rngs)
@@ -357,6 +362,18 @@ def sae_config() -> ml_collections.ConfigDict:
           num_latents=4096,  # dictionary size (the paper's codes reach REC6594: ~8192 there).
           k=8,               # active latents per item = code length (the paper: 8 tokens).
           collision_level=True,  # append the collision digit (unique codes).
+          # AuxK (Gao et al. 2024): a latent not among any item's k most active for dead_after
+          # steps is dead; the residual x - x_hat is then also rebuilt from the aux_k most active
+          # dead latents, weighted aux_weight. dead_after=0 turns it off. Recommended: ~6
+          # epochs of steps (100 at 1,024 of 16,859 items per step), aux_k = num_latents / 16
+          # (Gao et al.: 512 of 32k+; more to revive faster), weight 1/32 (Gao et al.).
+          dead_after=100,
+          aux_k=256,
+          aux_weight=1 / 32,
+          # LM code tokens: True, one REC<latent> vocabulary for every position (the paper's
+          # REC6594; num_latents tokens + the collision digit's); False, one range per position
+          # (k x num_latents tokens, as RQ codes).
+          shared_vocabulary=True,
       ),
       **_shared_blocks(False),
   ))

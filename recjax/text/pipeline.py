@@ -327,7 +327,8 @@ def build_tokenizer(text_config):
   codes = int(text_config.semantic_codes)
   if not codes and text_config.get("semantic_ids", ""):
     from recjax.text import semantic_text  # pylint: disable=g-import-not-at-top
-    codes = semantic_text.num_code_tokens(semantic_text.load_codes(text_config.semantic_ids))
+    ids = semantic_text.load_semantic_ids(text_config.semantic_ids)
+    codes = semantic_text.num_code_tokens(ids.codes, ids.shared_digits)
   return tokenizer_lib.load_tokenizer(text_config.tokenizer,
                                       tokenizer_lib.SpecialTokens(num_semantic_codes=codes))
 
@@ -387,8 +388,9 @@ def build_corpus(config, part: str = "train", tokenizer=None, seed: int | None =
     if not text.get("semantic_ids", ""):
       raise ValueError(f"config.text.item_format={item_format!r} needs config.text.semantic_ids "
                        "(a semantic-ID .npz or a workdir of configs/semantic_ids.py)")
-    catalogue = semantic_text.format_catalogue(
-        catalogue, semantic_text.load_codes(text.semantic_ids), item_format, tokenizer)
+    ids = semantic_text.load_semantic_ids(text.semantic_ids)
+    catalogue = semantic_text.format_catalogue(catalogue, ids.codes, item_format, tokenizer,
+                                               shared_digits=ids.shared_digits)
   domain = templates_lib.DOMAIN_NAMES.get(spec.get("name", ""), data.name)
   return user_corpus.UserCorpus(data, data_split, part=part, catalogue=catalogue,
                                 domain=domain, seed=seed, **kwargs)
