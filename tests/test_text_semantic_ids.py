@@ -110,7 +110,7 @@ def test_mismatched_files_and_formats(ids_file, tmp_path):
   with pytest.raises(ValueError, match=r"registers 2 semantic-code tokens but the IDs need"):
     semantic_text.format_catalogue(catalogue, ids.codes, "semantic_id", tok)
   with pytest.raises(FileNotFoundError, match="no such file"):
-    semantic_text.load_codes(tmp_path / "missing.npz")
+    semantic_text.load_semantic_ids(tmp_path / "missing.npz")
   config = _config(path, "semantic_id")
   config.text.semantic_ids = ""
   with pytest.raises(ValueError, match="needs config.text.semantic_ids"):

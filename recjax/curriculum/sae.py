@@ -52,9 +52,9 @@ class SAEConfig:
   num_latents: int = 4096  # dictionary size (the paper's codes reach REC6594: ~8192 there)
   k: int = 8  # active latents per item = code length before the collision level (the paper: 8)
   collision_level: bool = True  # append the index among items sharing a code (unique codes)
-  # AuxK (Gao et al. 2024) against dead latents: steps unfired before a latent is dead (0: no
-  # auxiliary loss, dead latents only counted), dead latents the residual is rebuilt from, and
-  # the auxiliary loss's weight.
+  # AuxK (Gao et al. 2024) against dead latents: steps unfired before a latent is dead (0: dead
+  # latents neither counted nor revived), dead latents the residual is rebuilt from, and the
+  # auxiliary loss's weight (0: dead latents counted only).
   dead_after: int = 100
   aux_k: int = 256
   aux_weight: float = 1 / 32

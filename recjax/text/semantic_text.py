@@ -67,11 +67,6 @@ def code_texts(codes: np.ndarray, special: tokenizer_lib.SpecialTokens | None = 
                  for row in codes[1:]]
 
 
-def load_codes(path: str) -> np.ndarray:
-  """The codes [items + 1, digits] of a semantic-ID file, or of WORKDIR/semantic_ids.npz."""
-  return np.asarray(load_semantic_ids(path).codes)
-
-
 def load_semantic_ids(path: str):
   """The `SemanticIds` of a semantic-ID file, or of WORKDIR/semantic_ids.npz."""
   from recjax.curriculum.semantic_ids import SemanticIds  # pylint: disable=g-import-not-at-top
