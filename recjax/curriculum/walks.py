@@ -116,7 +116,7 @@ class Walks:
     so an interrupted write leaves no partial file.
     """
     if fmt not in WALK_FILE_FORMATS:
-      raise ValueError(f"walk file format {fmt!r}: choose from {WALK_FILE_FORMATS}")
+      raise ValueError(f"walk file format {fmt!r}: choose from {list(WALK_FILE_FORMATS)}")
     if self.items.size and self.items.max() > like.num_items:
       raise ValueError(f"walks reach item {int(self.items.max())} but {like.name} has "
                        f"{like.num_items} items: they were made for another catalogue")
@@ -138,15 +138,12 @@ class Walks:
         for user, row in zip(users, raw[self.items]):
           f.writelines(f"{user}\t{item}\t{t}\n" for t, item in enumerate(row))
     os.replace(tmp, path)
-    name = f"{like.name}_walks"
-    if fmt == "sequence":
-      return {"name": name, "format": "sequence", "dir": str(path.parent),
-              "files": {"sequences": path.name}}
-    return {"name": name, "format": "atomic", "dir": str(path.parent),
-            "files": {"inter": path.name}}
+    return {"name": f"{like.name}_walks", "format": fmt, "dir": str(path.parent),
+            "files": {WALK_FILE_FORMATS[fmt]: path.name}}
 
 
-WALK_FILE_FORMATS = ("sequence", "atomic")
+# Walk file format -> the registry format's file role (recjax.data.registry.FORMATS).
+WALK_FILE_FORMATS = {"sequence": "sequences", "atomic": "inter"}
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
