@@ -189,6 +189,9 @@ def matmul_gflops(framework: str, size: str, args) -> float:
 
 def _worker(framework: str, size: str, args, conn) -> None:
   """One framework in its own process: set up, then one timed step per request."""
+  if framework == "transformers" and args.torch_allocator == "retain":
+    from recjax.train import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.retain_host_allocations()  # as recjax's own process does on import
   data = batches(SIZES[size][0], args.batch, args.seq_len, 4)
   setup = setup_recjax if framework == "recjax" else setup_torch
   step, info = setup(size, args, data)
@@ -294,12 +297,16 @@ def main():
   parser.add_argument("--skip_torch", action="store_true")
   parser.add_argument("--profile", default="",
                       help="write a jax.profiler trace of recjax's timed steps under this directory")
+  parser.add_argument("--torch_allocator", default="system", choices=("system", "retain"),
+                      help="the transformers process's glibc malloc: as shipped, or with the "
+                      "settings recjax applies to its own (recjax/train/host_memory.py)")
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--new_tokens", type=int, default=64)
   args = parser.parse_args()
 
   summary = {"machine": machine(), "load_before": round(load(), 2), "seq_len": args.seq_len,
-             "batch": args.batch, "dtype": args.dtype, "jax": jax.__version__}
+             "batch": args.batch, "dtype": args.dtype, "jax": jax.__version__,
+             "torch_allocator": args.torch_allocator}
   for size in args.sizes.split(","):
     results = bench_training(size, args)
     for r in results:
