@@ -414,10 +414,30 @@ def _item_scores(graphdef, state, items):
   return scores.at[:, 0].set(-jnp.inf)
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def override_eval(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Sets `config.eval.KEY = value` for each item, typed as the key's current value; checked."""
+  for key, value in overrides.items():
+    if key not in config.eval:
+      raise ValueError(f"config.eval has no key {key!r}; it has {', '.join(sorted(config.eval))}")
+    current = config.eval[key]
+    if isinstance(value, str) and not isinstance(current, str):
+      kind = type(current)
+      try:
+        value = _BOOLS[value.strip().lower()] if kind is bool else kind(value)
+      except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"config.eval.{key}={value!r}: expected {kind.__name__}") from e
+    config.eval[key] = value
+  config_lib.check_values(config)
+
+
 def open_workdir(path: str | os.PathLike, step: int | str | None = None, *,
                  data_root: str | None = None,
                  mesh: Mapping[str, int] | None = None,
-                 dtype: str | None = None) -> Workdir:
+                 dtype: str | None = None,
+                 eval_overrides: Mapping[str, Any] | None = None) -> Workdir:
   """Rebuilds the task of the run in `path` and restores one checkpoint's model.
 
   Args:
@@ -428,9 +448,13 @@ def open_workdir(path: str | os.PathLike, step: int | str | None = None, *,
     mesh: device mesh axes (default `config.mesh`), e.g. dict(data=-1) on a machine with
       another number of devices than the training one.
     dtype: the model's compute dtype (default the run's `config.model.dtype`).
+    eval_overrides: `config.eval` keys to change for this evaluation, e.g.
+      dict(evaluators="constrained", max_users=100); a string value is read as the key's
+      type ("100" for an int key).
   Raises:
     WorkdirError: `path` is no readable workdir, has no such checkpoint, or the checkpoint
       is damaged; the message names the file.
+    ValueError: an `eval_overrides` key that `config.eval` lacks, or a bad value.
   """
   root = str(path)
   config = read_config(root)
@@ -438,6 +462,8 @@ def open_workdir(path: str | os.PathLike, step: int | str | None = None, *,
     config.data.root = data_root
   if dtype is not None:
     config.model.dtype = dtype
+  if eval_overrides:
+    override_eval(config, eval_overrides)
   _use_workdir_tokenizer(config, epath.Path(root))
   step, steps = choose_step(root, step, config)
   task = build_task(config)

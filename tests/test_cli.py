@@ -61,6 +61,40 @@ def test_main_trains_and_prints_table_then_evaluate_reproduces_it(trained):
   assert rows == table[2:] and len(rows) == 2
 
 
+def test_evaluate_overrides_eval_keys_and_merges_its_file(trained, tmp_path):
+  workdir, _ = trained
+  shutil.copytree(workdir, tmp_path / "w")
+  full = _evaluate(tmp_path / "w", "--split=test")
+  assert full.returncode == 0, full.stderr[-3000:]
+  path = tmp_path / "w" / "eval_step20_test.json"
+  everyone = json.loads(path.read_text())
+  assert everyone["users"] > 5
+  (tmp_path / "w" / "eval_step20_test.json").write_text(json.dumps(dict(everyone, kept=1.0)))
+  few = _evaluate(tmp_path / "w", "--split=test", "--eval=max_users=5",
+                  "--eval=eval.exclude_history=true")
+  assert few.returncode == 0, few.stderr[-3000:]
+  merged = json.loads(path.read_text())
+  assert merged["users"] == 5 and merged["kept"] == 1.0  # replaced, and the rest kept
+  assert "evaluated 5 of" in few.stdout
+  # The run's own config is untouched.
+  assert json.loads((tmp_path / "w" / "config.json").read_text())["eval"]["max_users"] == 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("nope=1", "config.eval has no key 'nope'"),
+    ("max_users=many", "config.eval.max_users='many': expected int"),
+    ("exclude_history=perhaps", "config.eval.exclude_history='perhaps': expected bool"),
+    ("evaluators=bogus", "bogus"),
+    ("max_users", "expected KEY=VALUE"),
+])
+def test_evaluate_bad_override_is_one_error_line(trained, override, message):
+  workdir, _ = trained
+  out = _evaluate(workdir, "--split=test", f"--eval={override}")
+  assert out.returncode != 0
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, out.stderr[-2000:]
+
+
 def test_rerun_of_a_finished_workdir_says_so(trained, tmp_path):
   workdir, _ = trained
   shutil.copytree(workdir, tmp_path / "w")
