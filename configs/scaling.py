@@ -12,6 +12,16 @@ At the end ROOT/report.md has each point's test loss per corpus and the fits L(D
 A*D^-alpha per size and L(N, D) = E + A*N^-alpha + B*D^-beta per corpus (standard errors, R^2),
 ROOT/plots/ the curves (recjax/scaling/sweep.py). `--dry_run` prints the 16 commands.
 
+`configs/scaling.py:NAME,modalities` repeats a smaller grid (sizes s2 and s3 x 120, 240 and 480
+steps) once per training mixture (MODALITIES below: every modality, then each one alone), for
+the paper's claim that user histories > co-occurrence > item text > general text as training
+data: ROOT/report.md ranks the mixtures by each held-out loss at equal size and tokens, and
+each mixture has its own fits in ROOT/<mixture>/report.md. 30 points; about 2.5 hours on 2
+CPU cores (an estimate from the 4 x 4 sweep's point times, not measured):
+
+    RECJAX_DATA_DIR=../shared/data python -m recjax.scaling \
+        --config=configs/scaling.py:amazon_games6k,modalities --workdir=/tmp/modalities_games
+
 Expected on 2 CPU cores: 4 sizes (0.83M to 3.91M parameters with amazon_games6k's 8,064-token
 vocabulary) x 4 budgets (60 to 480 steps of 16 x 256 tokens; the budgets double so that D spans
 8x): 1 h 40 min on a busy machine, joint-law R^2 0.93-0.98 per corpus
@@ -19,8 +29,29 @@ vocabulary) x 4 budgets (60 to 480 steps of 16 x 256 tokens; the budgets double 
 """
 import ml_collections
 
+_RATES = ("item_text", "rules", "walks", "histories")
+# Training mixtures of the modality comparison: name -> overrides of every point's config.
+MODALITIES = {
+    "all": [],  # configs/curriculum.py's own rates
+    **{only: [f"--config.curriculum.rates.{m}={float(m == only)}" for m in _RATES]
+       for only in _RATES},
+}
 
-def get_config(name: str = "synthetic"):
+
+def get_config(args: str = "synthetic"):
+  name, _, variant = (a.strip() for a in args.partition(","))
+  if variant not in ("", "modalities"):
+    raise ValueError(f"configs/scaling.py:{args}: use NAME or NAME,modalities")
+  config = _sweep(name)
+  if variant == "modalities":
+    config.mixtures = {k: list(v) for k, v in MODALITIES.items()}
+    config.tokenizer_mixture = "all"  # the shared tokenizer learns every modality's text
+    config.sizes = {k: config.sizes[k] for k in ("s2", "s3")}
+    config.steps = [120, 240, 480]
+  return config
+
+
+def _sweep(name: str):
   return ml_collections.ConfigDict(dict(
       base=f"configs/curriculum.py:{name}",  # FILE[:ARG] of every point's recjax.main run.
       # Model sizes: name -> model.overrides (tiny_llama widened); N is counted from the run.
@@ -37,4 +68,10 @@ def get_config(name: str = "synthetic"):
       steps=[60, 120, 240, 480],  # data budgets in training steps (D = steps x batch x seq_len).
       # Overrides for every point, e.g. "--config.eval.max_documents=256".
       overrides=["--config.train.checkpoint_every_steps=1000000"],
+      # Training mixtures (name -> overrides, as `overrides`); each repeats the grid in
+      # ROOT/<name>/. Empty: one mixture, the base config's.
+      mixtures={},
+      # The mixture whose first point trains the tokenizer all points share (it runs first);
+      # "" = the first name in sorted order.
+      tokenizer_mixture="",
   ))

@@ -74,3 +74,42 @@ def test_fits_recover_known_constants_and_plot(tmp_path):
   text = sweep_lib.write_report(str(tmp_path), rows, fits)
   assert "R^2 = 1.0000 over 16 points" in text
   assert (tmp_path / "plots" / "walks.png").stat().st_size > 1000
+
+
+def test_mixtures_repeat_the_grid_share_a_tokenizer_and_compare(tmp_path):
+  """`sweep.mixtures` through `python -m recjax.scaling` as a user runs it: one grid per
+  training mixture of the curriculum (all modalities; walks alone), one comparison report."""
+  config = tmp_path / "sweep.py"
+  overrides = [o for o in TINY if "tokenizer" not in o] + [
+      "--config.lm.tokenizer_vocab_size=512"]  # a SentencePiece model: the shared tokenizer
+  config.write_text(f"""
+import ml_collections
+def get_config():
+  return ml_collections.ConfigDict(dict(
+      base="configs/curriculum.py:synthetic",
+      sizes=dict(a=dict(num_layers=1, hidden_size=16, num_heads=2, num_kv_heads=2, head_dim=8,
+                        mlp_dim=32)),
+      steps=[2, 3], overrides={overrides!r},
+      mixtures=dict(walks=["--config.curriculum.rates.item_text=0.0",
+                           "--config.curriculum.rates.rules=0.0",
+                           "--config.curriculum.rates.histories=0.0"], all=[]),
+      tokenizer_mixture="all"))
+""")
+  root = tmp_path / "sweep"
+  out = subprocess.run([sys.executable, "-m", "recjax.scaling", f"--config={config}",
+                        f"--workdir={root}"], capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  # "all" runs first (it trains the tokenizer); every later point reads that tokenizer.
+  assert out.stdout.index("[1] all, a, 2 steps") < out.stdout.index("[3] walks, a, 2 steps")
+  walks_config = json.loads((root / "walks" / "a_2" / "config.json").read_text())
+  assert walks_config["text"]["tokenizer"] == str(root / "all" / "a_2" / "tokenizer.model")
+  assert walks_config["curriculum"]["rates"]["rules"] == 0.0
+  assert not (root / "walks" / "a_2" / "tokenizer.model").exists()
+  report = (root / "report.md").read_text()
+  assert "training mixtures compared" in report and "[walks](walks/report.md)" in report
+  assert "Ranked at a, 3 steps: " in report
+  # Each mixture's own report and plots; both evaluated on the same held-out corpora.
+  for name in ("all", "walks"):
+    assert "| a |" in (root / name / "report.md").read_text()
+  first = [line for line in report.splitlines() if line.startswith("| a | 3 |")][0]
+  assert first.count("|") == 5 and "-" not in first.split("|")[3:5]

@@ -2,10 +2,13 @@
 
 Runs every (model size, data budget) point of the config in sequence (recjax.scaling.sweep;
 finished points are skipped, so re-running resumes the sweep), then fits the power laws per
-held-out corpus and writes ROOT/report.md and ROOT/plots/. `--dry_run` prints the commands;
+held-out corpus and writes ROOT/report.md and ROOT/plots/; with `sweep.mixtures`, one report
+per mixture in ROOT/<mixture>/ and ROOT/report.md comparing them. `--dry_run` prints the commands;
 `--report_only` fits and reports the points already finished.
 """
 from __future__ import annotations
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -28,7 +31,19 @@ def main(argv) -> None:
   rows = sweep_lib.collect(sweep, FLAGS.workdir)
   if not rows:
     raise SystemExit(f"no finished point in {FLAGS.workdir}")
-  print(sweep_lib.write_report(FLAGS.workdir, rows, sweep_lib.fit_rows(rows), failed))
+  names = [name for name, _ in sweep_lib.mixtures(sweep)]
+  if names == [""]:
+    print(sweep_lib.write_report(FLAGS.workdir, rows, sweep_lib.fit_rows(rows), failed))
+    return
+  fits = {}
+  for name in names:  # each mixture fitted and reported on its own
+    mine = [r for r in rows if r["mixture"] == name]
+    if mine:
+      fits[name] = sweep_lib.fit_rows(mine)
+      sweep_lib.write_report(os.path.join(FLAGS.workdir, name), mine, fits[name],
+                             [f for f in failed if f.startswith(os.path.join(FLAGS.workdir,
+                                                                             name, ""))])
+  print(sweep_lib.write_comparison(FLAGS.workdir, rows, fits))
 
 
 if __name__ == "__main__":

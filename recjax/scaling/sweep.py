@@ -5,7 +5,11 @@ Point (size s, budget b) is
     python -m recjax.main --config=BASE --workdir=ROOT/<s>_<b> \
         --config.model.overrides.<k>=<v> ... (the size's)  --config.train.num_steps=<b> OVERRIDES
 
-run in sequence (as work units through `launch/` elsewhere: `points` lists the commands). Every
+run in sequence (as work units through `launch/` elsewhere: `points` lists the commands). With
+`sweep.mixtures` (name -> overrides, e.g. ["--config.curriculum.rates.walks=0.0"]) the
+grid is repeated per training mixture in ROOT/<mixture>/<s>_<b>, each mixture fitted on its own
+and `write_comparison` puts the mixtures side by side: which training modality lowers which
+held-out loss most at equal model size and tokens. Every
 point after the first reads the first one's tokenizer (`text.tokenizer`, `lm.tokenizer_vocab_size
 =0`), so all perplexities are over the same token ids. A point whose workdir holds results.json is
 finished and skipped; an interrupted one resumes from its own checkpoint; one that fails (a
@@ -43,33 +47,51 @@ class Point:
   workdir: str
   command: tuple[str, ...]
   tokenizer_args: tuple[str, ...] = ()  # reading the first point's tokenizer (all but it)
+  mixture: str = ""  # the name in sweep.mixtures; "" without mixtures
+
+
+def mixtures(sweep: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+  """(name, its overrides of every point) of each training mixture; [("", [])] without any."""
+  named = dict(sweep.get("mixtures", None) or {})
+  for name in named:
+    if not name or os.sep in name or name.startswith("."):
+      raise ValueError(f"sweep.mixtures: {name!r} cannot name a directory")
+  first = sweep.get("tokenizer_mixture", "") or next(iter(named), "")
+  if named and first not in named:
+    raise ValueError(f"sweep.tokenizer_mixture={first!r} is not one of sweep.mixtures "
+                     f"({', '.join(named)})")
+  # The mixture whose first point trains the shared tokenizer runs first.
+  order = [first] + [name for name in named if name != first] if named else []
+  return [(name, list(named[name])) for name in order] or [("", [])]
 
 
 def points(sweep: Mapping[str, Any], root: str) -> list[Point]:
-  """Every (size, budget) run of `sweep` (configs/scaling.py), the first one first."""
+  """Every (mixture, size, budget) run of `sweep` (configs/scaling.py), the first one first."""
   sizes = dict(sweep["sizes"])
   if not sizes or not list(sweep["steps"]):
     raise ValueError("the sweep needs at least one size (sweep.sizes) and one budget "
                      "(sweep.steps)")
   out, first = [], None
-  for size, overrides in sizes.items():
-    for steps in sweep["steps"]:
-      steps = int(steps)
-      if steps < 1:
-        raise ValueError(f"sweep.steps: {steps} is not a number of training steps >= 1")
-      workdir = os.path.join(root, f"{size}_{steps}")
-      cmd = [sys.executable, "-m", "recjax.main", f"--config={sweep['base']}",
-             f"--workdir={workdir}", f"--config.train.num_steps={steps}",
-             "--config.train.progress_bar=False"]
-      cmd += [f"--config.model.overrides.{k}={v}" for k, v in dict(overrides).items()]
-      cmd += list(sweep.get("overrides", ()))
-      shared = ()
-      if first is None:
-        first = workdir
-      else:
-        shared = (f"--config.text.tokenizer={os.path.join(first, 'tokenizer.model')}",
-                  "--config.lm.tokenizer_vocab_size=0")
-      out.append(Point(size, steps, workdir, tuple(cmd), shared))
+  for mixture, mixture_overrides in mixtures(sweep):
+    for size, overrides in sizes.items():
+      for steps in sweep["steps"]:
+        steps = int(steps)
+        if steps < 1:
+          raise ValueError(f"sweep.steps: {steps} is not a number of training steps >= 1")
+        workdir = os.path.join(root, mixture, f"{size}_{steps}")
+        cmd = [sys.executable, "-m", "recjax.main", f"--config={sweep['base']}",
+               f"--workdir={workdir}", f"--config.train.num_steps={steps}",
+               "--config.train.progress_bar=False"]
+        cmd += [f"--config.model.overrides.{k}={v}" for k, v in dict(overrides).items()]
+        cmd += list(sweep.get("overrides", ()))
+        cmd += mixture_overrides
+        shared = ()
+        if first is None:
+          first = workdir
+        else:
+          shared = (f"--config.text.tokenizer={os.path.join(first, 'tokenizer.model')}",
+                    "--config.lm.tokenizer_vocab_size=0")
+        out.append(Point(size, steps, workdir, tuple(cmd), shared, mixture))
   return out
 
 
@@ -77,7 +99,8 @@ def run(sweep: Mapping[str, Any], root: str, dry_run: bool = False) -> list[str]
   """Runs the unfinished points in order; returns the workdirs of those that failed."""
   failed = []
   for k, point in enumerate(points(sweep, root)):
-    header = f"[{k + 1}] {point.size}, {point.steps} steps"
+    header = f"[{k + 1}] {point.mixture + ', ' if point.mixture else ''}{point.size}, " \
+             f"{point.steps} steps"
     if os.path.exists(os.path.join(point.workdir, "results.json")):
       print(f"{header}: finished, skipped", flush=True)
       continue
@@ -113,7 +136,7 @@ def collect(sweep: Mapping[str, Any], root: str) -> list[dict[str, Any]]:
     losses = {k[len("test/"):-len("/loss")]: float(v) for k, v in results.items()
               if k.startswith("test/") and k.endswith("/loss") and "target" not in k}
     rows.append(dict(size=point.size, steps=point.steps, N=int(results["num_params"]),
-                     D=tokens, losses=losses, workdir=point.workdir))
+                     D=tokens, losses=losses, workdir=point.workdir, mixture=point.mixture))
   return rows
 
 
@@ -186,6 +209,49 @@ def write_report(root: str, rows: Sequence[Mapping[str, Any]],
     plt.close(fig)
     lines += ["", f"![{corpus}](plots/{slug}.png)"]
   text = "\n".join(lines) + "\n"
+  with open(os.path.join(root, "report.md"), "w", encoding="utf-8") as f:
+    f.write(text)
+  return text
+
+
+def write_comparison(root: str, rows: Sequence[Mapping[str, Any]],
+                     fits: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+  """ROOT/report.md comparing the mixtures; `fits` is mixture -> `fit_rows` of its rows.
+
+  Per held-out corpus: the test loss of every mixture at each (size, budget) that all of them
+  finished, the mixtures ranked at the largest such point, and each mixture's joint-law fit
+  (its per-mixture report, ROOT/<mixture>/report.md, has the plots).
+  """
+  names = list(fits)
+  corpora = sorted({c for r in rows for c in r["losses"]})
+  by_point = {}
+  for r in rows:
+    by_point.setdefault((r["size"], r["steps"]), {})[r["mixture"]] = r
+  common = [key for key, got in by_point.items() if set(got) == set(names)]
+  lines = ["# Scaling sweep: training mixtures compared", "",
+           f"{len(rows)} finished points in `{root}`, mixtures " +
+           ", ".join(f"[{m}]({m}/report.md)" for m in names) + ". Lower held-out loss "
+           "(nats/token) at equal size and tokens = the more useful training mixture for "
+           "that corpus.", ""]
+  for corpus in corpora:
+    lines += [f"## {corpus}", "", "| size | steps | " + " | ".join(names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for size, steps in common:
+      got = by_point[size, steps]
+      lines.append(f"| {size} | {steps} | " + " | ".join(
+          f"{got[m]['losses'][corpus]:.4f}" if corpus in got[m]["losses"] else "-"
+          for m in names) + " |")
+    if common:
+      largest = max(common, key=lambda key: (by_point[key][names[0]]["N"], key[1]))
+      got = by_point[largest]
+      ranked = sorted((m for m in names if corpus in got[m]["losses"]),
+                      key=lambda m: got[m]["losses"][corpus])
+      lines += ["", f"Ranked at {largest[0]}, {largest[1]} steps: " + " < ".join(
+          f"{m} ({got[m]['losses'][corpus]:.4f})" for m in ranked)]
+    lines += [""] + [f"- {m}: joint {fit_lib.JOINT_LAW}: "
+                     f"{_describe(fits[m].get(corpus, {}).get('joint', 'not evaluated'))}"
+                     for m in names] + [""]
+  text = "\n".join(lines)
   with open(os.path.join(root, "report.md"), "w", encoding="utf-8") as f:
     f.write(text)
   return text
