@@ -1,6 +1,7 @@
 """LLM-backbone training and decoding speed on CPU: recjax against transformers (PyTorch).
 
-    python benchmarks/lm_cpu.py --steps=3 --warmup=1 --no-scan   # as in docs/benchmarks.md
+    python benchmarks/lm_cpu.py --steps=5 --warmup=1 --no-scan   # as in docs/benchmarks.md
+    python benchmarks/lm_cpu.py --steps=5 --warmup=1 --no-scan --no-decode --torch_allocator=retain
     python benchmarks/lm_cpu.py --sizes=10m --steps=10 --no-decode
 
 For each size (`10m`, `50m`: Llama-style, SwiGLU, RMSNorm, RoPE, untied embeddings, float32
@@ -17,6 +18,9 @@ as a fraction of the same framework's rate on one large matmul of the model's ML
 `recjax.models.decoding.generate` at batch 1 and 64. Prints one JSON line per measurement and a
 final summary line with the recjax / transformers ratios and the 1-minute load average before
 and after: on a shared machine other jobs slow both sides, transformers' OpenMP threads more.
+The recjax process keeps freed host memory for reuse (recjax/train/host_memory.py, on import);
+`--torch_allocator=retain` gives the transformers process the same glibc settings, the fair
+comparison: a process that unmaps and re-faults its buffers each step also slows the other one.
 About 4-5 minutes on 2 cores.
 """
 from __future__ import annotations
