@@ -117,6 +117,17 @@ def test_sentencepiece_ids_and_load(sp_model):
     tokenizer_lib.load_tokenizer("model.bin")
 
 
+def test_sentencepiece_vocabulary_too_small_names_the_knob(tmp_path):
+  texts = [f"misty heron mug {i} icy meadow box qwz" for i in range(50)]
+  with pytest.raises(ValueError, match=r"a 270-piece SentencePiece model is too small: .* need "
+                     r"(\d+); raise config.lm.tokenizer_vocab_size") as raised:
+    tokenizer_lib.train_sentencepiece(texts, tmp_path / "m", 270)
+  needed = int(raised.value.args[0].split(" need ")[1].split(";")[0])
+  assert needed > 270
+  assert tokenizer_lib.train_sentencepiece(texts, tmp_path / "m", needed).exists()
+  assert not list(tmp_path.glob("*.tmp*"))
+
+
 def test_hf_special_ids(hf_json):
   tok = tokenizer_lib.HFTokenizer(hf_json)
   assert tok.eos_id == tok.bos_id == tok.token_to_id("<|endoftext|>")

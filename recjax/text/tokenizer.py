@@ -424,6 +424,24 @@ def train_sentencepiece(texts: Iterable[str], output: str | os.PathLike, vocab_s
   output.parent.mkdir(parents=True, exist_ok=True)
   model = io.BytesIO()
   spm.set_random_generator_seed(seed)
+  try:
+    _train_spm(spm, texts, model, vocab_size, model_type, character_coverage,
+               max_sentence_length, input_sentence_size)
+  except RuntimeError as e:
+    needed = re.search(r"Vocabulary size is smaller than required_chars\. \d+ vs (\d+)", str(e))
+    if not needed:
+      raise
+    raise ValueError(
+        f"a {vocab_size}-piece SentencePiece model is too small: the corpus's distinct "
+        f"characters, the special ids and the 256 byte-fallback pieces need "
+        f"{int(needed.group(1))}; raise config.lm.tokenizer_vocab_size to at least that") from e
+  path = output.with_suffix(".model")
+  path.write_bytes(model.getvalue())
+  return path
+
+
+def _train_spm(spm, texts, model, vocab_size, model_type, character_coverage,
+               max_sentence_length, input_sentence_size) -> None:
   spm.SentencePieceTrainer.train(
       sentence_iterator=(t for t in texts if t.strip()),
       model_writer=model,
@@ -441,9 +459,6 @@ def train_sentencepiece(texts: Iterable[str], output: str | os.PathLike, vocab_s
       minloglevel=2,
       num_threads=os.cpu_count() or 1,
   )
-  path = output.with_suffix(".model")
-  path.write_bytes(model.getvalue())
-  return path
 
 
 def resize_embedding_table(table: np.ndarray, new_size: int,
