@@ -21,7 +21,6 @@ defaults, e.g. when LD_PRELOAD-ing TCMalloc or jemalloc (detected and left alone
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -40,7 +39,7 @@ def _glibc() -> ctypes.CDLL | None:
   if not sys.platform.startswith("linux"):
     return None
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = ctypes.CDLL(None)  # the process's own symbols: its C library's (no ldconfig lookup)
     libc.gnu_get_libc_version.restype = ctypes.c_char_p
     libc.gnu_get_libc_version()  # only glibc has it (not musl)
   except (OSError, AttributeError):
