@@ -98,14 +98,15 @@ def points(sweep: Mapping[str, Any], root: str) -> list[Point]:
 def run(sweep: Mapping[str, Any], root: str, dry_run: bool = False) -> list[str]:
   """Runs the unfinished points in order; returns the workdirs of those that failed."""
   failed = []
-  for k, point in enumerate(points(sweep, root)):
+  grid = points(sweep, root)
+  shared = os.path.join(grid[0].workdir, "tokenizer.model")
+  for k, point in enumerate(grid):
     header = f"[{k + 1}] {point.mixture + ', ' if point.mixture else ''}{point.size}, " \
              f"{point.steps} steps"
     if os.path.exists(os.path.join(point.workdir, "results.json")):
       print(f"{header}: finished, skipped", flush=True)
       continue
     cmd = list(point.command)
-    shared = os.path.join(points(sweep, root)[0].workdir, "tokenizer.model")
     if dry_run or os.path.exists(shared):  # else the base trains no tokenizer (byte, HF)
       cmd += point.tokenizer_args
     print(f"{header}: $ {' '.join(cmd)}", flush=True)
