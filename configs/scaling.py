@@ -13,11 +13,12 @@ A*D^-alpha per size and L(N, D) = E + A*N^-alpha + B*D^-beta per corpus (standar
 ROOT/plots/ the curves (recjax/scaling/sweep.py). `--dry_run` prints the 16 commands.
 
 `configs/scaling.py:NAME,modalities` repeats a smaller grid (sizes s2 and s3 x 120, 240 and 480
-steps) once per training mixture (MODALITIES below: every modality, then each one alone), for
-the paper's claim that user histories > co-occurrence > item text > general text as training
-data: ROOT/report.md ranks the mixtures by each held-out loss at equal size and tokens, and
-each mixture has its own fits in ROOT/<mixture>/report.md. 30 points; about 2.5 hours on 2
-CPU cores (an estimate from the 4 x 4 sweep's point times, not measured):
+steps) once per training mixture (MODALITIES below: every modality, then each one alone; general
+text is the review text of GENERAL_REVIEWS, so it needs ../shared/data), for the paper's claim
+that user histories > co-occurrence > item text > general text as training data: ROOT/report.md
+ranks the mixtures by each held-out loss at equal size and tokens, and each mixture has its own
+fits in ROOT/<mixture>/report.md. 36 points; about 3 hours on 2 CPU cores (an estimate from
+the 4 x 4 sweep's point times, not measured):
 
     RECJAX_DATA_DIR=../shared/data python -m recjax.scaling \
         --config=configs/scaling.py:amazon_games6k,modalities --workdir=/tmp/modalities_games
@@ -29,13 +30,17 @@ vocabulary) x 4 budgets (60 to 480 steps of 16 x 256 tokens; the budgets double 
 """
 import ml_collections
 
-_RATES = ("item_text", "rules", "walks", "histories")
+_RATES = ("item_text", "rules", "walks", "histories", "general")
+# General text: no web text ships, so the review texts of two other Amazon 2018 categories
+# (natural language, none of the catalogue's items; ~3,400 documents, ~160k tokens).
+GENERAL_REVIEWS = "amazon2018_gift_cards,amazon2018_all_beauty"
 # Training mixtures of the modality comparison: name -> overrides of every point's config.
 MODALITIES = {
-    "all": [],  # configs/curriculum.py's own rates
+    "all": [],  # configs/curriculum.py's own rates (no general text)
     **{only: [f"--config.curriculum.rates.{m}={float(m == only)}" for m in _RATES]
        for only in _RATES},
 }
+MODALITIES["general"].append(f"--config.curriculum.general_reviews={GENERAL_REVIEWS}")
 
 
 def get_config(args: str = "synthetic"):

@@ -226,6 +226,43 @@ def test_bad_curriculum_configs_are_named(synthetic):
     C.build_curriculum(config, None, base)
 
 
+def test_general_reviews_are_the_distinct_review_texts_of_other_datasets(tmp_path):
+  root = require_data_dir("amazon2018_gift_cards")
+  require_data_dir("amazon2018_all_beauty")
+  names = ["amazon2018_gift_cards", "amazon2018_all_beauty"]
+  data = [registry.load_dataset(n, str(root)) for n in names]
+  config = config_lib.base_config("lm")
+  config.data.dataset = dict(name="amazon_office")
+  config.data.root = str(root)
+  config.curriculum.general_reviews = ",".join(names)
+  corpus = C.modality_corpus(config, "general", None)
+  docs = [corpus[i] for i in range(len(corpus))]
+  texts = [d.text for d in docs]
+  assert len(set(texts)) == len(texts) and all(t and not d.spans for t, d in zip(texts, docs))
+  expected = []  # "<summary>. <review>", each distinct text once, in file order
+  for d in data:
+    for summary, review in zip(d.reviews["summary"], d.reviews["review"]):
+      summary, review = str(summary).strip(), str(review).strip()
+      text = (f"{summary}{'' if summary[-1] in '.!?' else '.'} {review}" if summary and review
+              else summary or review)
+      if text and text not in expected:
+        expected.append(text)
+  assert texts == expected
+  assert texts[0] == "Five Stars. Best way to say Happy Valentines"
+  assert sum(len(d.reviews["review"]) for d in data) > len(texts) > 3000
+  # The curriculum's own dataset is refused (its reviews describe its held-out items).
+  config.data.dataset = dict(name="amazon2018_gift_cards")
+  with pytest.raises(ValueError, match="'amazon2018_gift_cards', the curriculum's own dataset"):
+    C.modality_corpus(config, "general", None)
+  config.data.dataset = dict(name="amazon_office")
+  config.curriculum.general_file = str(tmp_path / "general.txt")
+  with pytest.raises(ValueError, match="not both"):
+    C.modality_corpus(config, "general", None)
+  config.curriculum.general_file, config.curriculum.general_reviews = "", "amazon_scientific"
+  with pytest.raises(ValueError, match="'amazon_scientific' has no review text"):
+    C.modality_corpus(config, "general", None)
+
+
 def test_walk_split_trains_sasrec_on_walks_and_keeps_the_real_evaluation(synthetic):
   _, base = synthetic
   split = base.split

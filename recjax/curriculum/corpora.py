@@ -14,7 +14,8 @@ Training modalities (`config.curriculum.rates`; a rate of 0 leaves one out, all 
   by a template (`HistoryCorpus`; "profile" by default). Shard s of n makes only the walks of
   start items start_items[s::n] (`walks.node2vec_walks`).
 - `histories`: real training histories, the lm task's own `UserCorpus` (config.text).
-- `general`: a plain text file, one document per line (`TextFileCorpus`).
+- `general`: a plain text file, one document per line (`TextFileCorpus`), or the review texts
+  of other registry datasets (`ReviewTextCorpus`: natural language, no item of the catalogue).
 
 `build_curriculum` mixes them at their rates (`recjax.text.mixture.Mixture`, one domain per
 modality). `heldout_corpora` gives the held-out perplexity corpora per modality, named
@@ -60,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
       rates=dict(item_text=0.0, rules=0.0, walks=0.0, histories=0.0, general=0.0),
       length=0,              # documents per epoch of the mixture; 0 = the sum of the corpora.
       general_file="",       # plain text for the `general` modality, one document per line.
+      general_reviews="",    # or: registry datasets whose review texts are the `general`
+                             # modality, comma-separated (e.g. "amazon2018_gift_cards,
+                             # amazon2018_all_beauty"); never the curriculum's own dataset.
       item_text=dict(
           id="auto",         # <ID> of "This item <ID> is ...": auto = the semantic ID when
                              # text.semantic_ids is set, else the item as the catalogue writes
@@ -394,6 +398,44 @@ def _mined_rules(split: Split, knobs) -> cooccurrence.Rules:
       max_rules=int(knobs.max_rules) or None)
 
 
+class ReviewTextCorpus:
+  """Plain documents: the distinct review texts ("<summary>. <review>") of registry datasets.
+
+  The `general` modality's stand-in for web text where none ships (no download here): natural
+  language about other products, no item entity. Reads `InteractionData.reviews` (Amazon 2018
+  review files: amazon2018_gift_cards, amazon2018_all_beauty); reviews with neither text are
+  dropped, and repeated texts (All_Beauty repeats rows) kept once, in file order.
+  """
+
+  def __init__(self, datasets: Sequence[str], root: str | None = None):
+    from recjax.data import registry  # the data layer; only this corpus reads whole datasets
+
+    self.datasets, seen, self.lines = tuple(datasets), set(), []
+    for name in self.datasets:
+      data = registry.load_dataset(name, root, allow_download=False)
+      if "review" not in data.reviews:
+        raise ValueError(f"curriculum.general_reviews: dataset {name!r} has no review text "
+                         f"(fields: {sorted(data.reviews) or 'none'})")
+      summaries = data.reviews.get("summary", [""] * len(data.reviews["review"]))
+      for summary, review in zip(summaries, data.reviews["review"]):
+        summary, review = str(summary).strip(), str(review).strip()
+        if summary and review:
+          text = f"{summary}{'' if summary[-1] in '.!?' else '.'} {review}"
+        else:
+          text = summary or review
+        if text and text not in seen:
+          seen.add(text)
+          self.lines.append(text)
+    if not self.lines:
+      raise ValueError(f"curriculum.general_reviews: {list(self.datasets)} hold no review text")
+
+  def __len__(self) -> int:
+    return len(self.lines)
+
+  def __getitem__(self, index: int) -> Document:
+    return Document(self.lines[index], (), 0, meta={"index": int(index)})
+
+
 def modality_corpus(config, name: str, base, tokenizer=None, shard: int = 0,
                     num_shards: int = 1):
   """The training corpus of modality `name` (MODALITIES), shard `shard` of `num_shards`.
@@ -402,6 +444,20 @@ def modality_corpus(config, name: str, base, tokenizer=None, shard: int = 0,
   split and catalogue are used, so only `split.train` feeds rules and walks.
   """
   cur = config.curriculum
+  if name == "general":
+    reviews = [n.strip() for n in str(cur.get("general_reviews", "")).split(",") if n.strip()]
+    if bool(cur.general_file) == bool(reviews):
+      raise ValueError("curriculum.rates.general > 0 needs one of curriculum.general_file (a "
+                       "text file, one document per line) and curriculum.general_reviews "
+                       "(registry datasets with review text), not "
+                       f"{'both' if reviews else 'neither'}")
+    if not reviews:
+      return _shard(TextFileCorpus(cur.general_file), shard, num_shards)
+    own = config.data.dataset.get("name", "") if "dataset" in config.data else ""
+    if own in reviews:
+      raise ValueError(f"curriculum.general_reviews names {own!r}, the curriculum's own dataset: "
+                       "its reviews describe the held-out items (leakage); use other datasets")
+    return _shard(ReviewTextCorpus(reviews, config.data.get("root") or None), shard, num_shards)
   data, split, catalogue, domain = _base_parts(base)
   if name == "item_text":
     held = set(heldout_items(data.num_items, float(cur.item_text.heldout_fraction),
@@ -420,11 +476,6 @@ def modality_corpus(config, name: str, base, tokenizer=None, shard: int = 0,
                        domain=domain, tokenizer=tokenizer, max_tokens=_budget(config, tokenizer))
   if name == "histories":
     return _shard(base, shard, num_shards)
-  if name == "general":
-    if not cur.general_file:
-      raise ValueError("curriculum.rates.general > 0 needs curriculum.general_file (a text "
-                       "file, one document per line)")
-    return _shard(TextFileCorpus(cur.general_file), shard, num_shards)
   raise ValueError(f"unknown curriculum modality {name!r}; choose from {MODALITIES}")
 
 
