@@ -1,4 +1,6 @@
 """KV-cache decoding: greedy, sampling, beam search, stop tokens and trie constraints."""
+import dataclasses
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -75,6 +77,32 @@ def test_top_p_sampling_stays_in_the_nucleus(model, prompts, log_probs):
       p = probs[step]
       mass_above = p[p > p[tok]].sum()
       assert mass_above < 0.5 + 1e-5
+
+
+def test_samples_share_one_prefill_and_report_model_log_probs(model, prompts,
+                                                              log_probs):
+  """num_samples=K equals sampling K repeated prompt rows (one prefill each)."""
+  k, key = 3, jax.random.key(5)
+  config = decoding.DecodeConfig(max_new_tokens=N, method='sample', temperature=1.5,
+                                 stop_tokens=(7,), pad_id=0)
+  shared = decoding.generate(
+      model, *prompts, dataclasses.replace(config, num_samples=k), rng=key)
+  repeated = decoding.generate(model, np.repeat(prompts[0], k, 0),
+                               np.repeat(prompts[1], k), config, rng=key)
+  tokens, lengths = np.asarray(shared.tokens), np.asarray(shared.lengths)
+  assert tokens.shape == (len(PROMPTS) * k, N)
+  np.testing.assert_array_equal(tokens, repeated.tokens)
+  np.testing.assert_array_equal(lengths, repeated.lengths)
+  assert len({tuple(t) for t in tokens[:k]}) > 1  # the samples of one prompt differ
+  for row in range(len(PROMPTS)):  # summed log-probs at temperature 1 (not 1.5)
+    conts = tokens[row * k:(row + 1) * k]
+    lp = log_probs(row, conts)
+    picked = np.take_along_axis(lp, conts[..., None], -1)[..., 0]
+    counted = np.arange(N)[None] < lengths[row * k:(row + 1) * k, None]
+    np.testing.assert_allclose(np.asarray(shared.log_probs)[row * k:(row + 1) * k],
+                               np.where(counted, picked, 0).sum(1), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match='num_samples=0'):
+    decoding.DecodeConfig(method='sample', num_samples=0)
 
 
 def test_stop_tokens_end_rows(model, prompts, greedy):

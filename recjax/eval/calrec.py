@@ -258,23 +258,6 @@ class _Generative(_Base):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _sequence_log_probs(graphdef, state, prompts, lengths, generated, gen_lengths):
-  """[B] summed log-probability of each generated row given its left-padded prompt."""
-  model = nnx.merge(graphdef, state)
-  p = prompts.shape[1]
-  tokens = jnp.concatenate([prompts, generated], axis=1)
-  slot = jnp.arange(tokens.shape[1])
-  pad = p - lengths
-  real = (slot[None] >= pad[:, None]) & (slot[None] < p + gen_lengths[:, None])
-  positions = jnp.maximum(slot[None] - pad[:, None], 0)
-  logits = model(tokens, positions=positions, segment_ids=real.astype(jnp.int32)).logits
-  logp = jax.nn.log_softmax(logits[:, p - 1:-1].astype(jnp.float32), axis=-1)
-  picked = jnp.take_along_axis(logp, generated[..., None], axis=-1)[..., 0]
-  counted = jnp.arange(generated.shape[1])[None] < gen_lengths[:, None]
-  return jnp.sum(jnp.where(counted, picked, 0.0), axis=1)
-
-
 class BM25Evaluator(_Generative):
   """K generations per user, BM25 over the catalogue, round-robin merge; module docstring."""
 
@@ -295,7 +278,6 @@ class BM25Evaluator(_Generative):
                mesh: jax.sharding.Mesh) -> tuple[list[str], np.ndarray]:
     """(U * K generated texts, user-major; their log-probabilities [U, K])."""
     texts, scores = [], []
-    graphdef, state = nnx.split(model)
     base = jax.random.key(self.seed)
     for b, (prompts, lengths, n) in enumerate(self._prompt_batches(users)):
       key = jax.random.fold_in(jax.random.fold_in(base, b), split == "test")
@@ -308,15 +290,12 @@ class BM25Evaluator(_Generative):
         logp = np.asarray(out.log_probs)
       else:
         cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="sample",
-                                    temperature=self.temperature, stop_tokens=(self.eos_id,),
-                                    pad_id=self.pad_id)
-        rep_prompts, rep_lengths = batching.replicated(
-            (np.repeat(prompts, self.k, 0), np.repeat(lengths, self.k)), mesh)
-        out = decoding.generate(model, rep_prompts, rep_lengths, cfg,
+                                    temperature=self.temperature, num_samples=self.k,
+                                    stop_tokens=(self.eos_id,), pad_id=self.pad_id)
+        out = decoding.generate(model, *batching.replicated((prompts, lengths), mesh), cfg,
                                 rng=batching.replicated(key, mesh))
-        tokens = np.asarray(out.tokens)
-        logp = np.asarray(_sequence_log_probs(graphdef, state, rep_prompts, rep_lengths,
-                                              out.tokens, out.lengths)).reshape(-1, self.k)
+        tokens = np.asarray(out.tokens)  # user-major: row u * K + j
+        logp = np.asarray(out.log_probs).reshape(-1, self.k)
       texts += self.texts(tokens)[:n * self.k]
       scores.append(logp[:n])
     return texts, np.concatenate(scores)

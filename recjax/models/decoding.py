@@ -45,6 +45,10 @@ class DecodeConfig:
     top_p: For 'sample', keep the smallest set of most likely tokens whose
       probability reaches top_p (1.0: all).
     num_beams: Beams per prompt for 'beam'.
+    num_samples: For 'greedy'/'sample', continuations per prompt: the
+      prompt is prefilled once and its KV cache copied to each (as HF's
+      num_return_sequences); output row i * num_samples + j is prompt i's
+      j-th.
     length_penalty: For 'beam', finished hypotheses are ranked by
       log_prob / length**length_penalty (length counts generated tokens,
       stop token included); 0 ranks by the summed log-probability, 1 by the
@@ -59,6 +63,7 @@ class DecodeConfig:
   top_k: int = 0
   top_p: float = 1.0
   num_beams: int = 4
+  num_samples: int = 1
   length_penalty: float = 0.0
   stop_tokens: tuple[int, ...] = ()
   pad_id: int = 0
@@ -69,6 +74,8 @@ class DecodeConfig:
       raise ValueError(f'Unknown decoding method {self.method!r}')
     if self.length_penalty < 0:
       raise ValueError('length_penalty must be >= 0')
+    if self.num_samples < 1:
+      raise ValueError(f'num_samples={self.num_samples}: must be >= 1')
     object.__setattr__(self, 'stop_tokens', tuple(self.stop_tokens))
 
 
@@ -192,11 +199,16 @@ class GenerateOutput:
   """Greedy/sampling result.
 
   Attributes:
-    tokens: (batch, max_new_tokens) generated ids, `pad_id` after the end.
-    lengths: (batch,) number of generated tokens (stop token included).
+    tokens: (batch * num_samples, max_new_tokens) generated ids, `pad_id`
+      after the end.
+    lengths: (batch * num_samples,) generated tokens (stop token included).
+    log_probs: (batch * num_samples,) summed log-probabilities the model
+      assigns to the generated tokens: its own distribution (temperature 1,
+      before top-k/top-p; masked, not renormalised, under a trie).
   """
   tokens: Array
   lengths: Array
+  log_probs: Array
 
 
 @flax.struct.dataclass
@@ -500,7 +512,11 @@ def _generate(graphdef, state, prompt, rng, trie, part_b, config):
   logits, cache = _prefill(model, prompt, cache_len, config.cache_dtype)
   if config.method == 'beam':
     return _beam_search(model, logits, cache, prompt, trie, part_b, config)
-  return _sample_loop(model, logits, cache, _Positions(prompt, part_b), rng, trie, config)
+  rows = None
+  if config.num_samples > 1:  # one prefill per prompt, its cache shared by the samples
+    rows = jnp.repeat(jnp.arange(logits.shape[0]), config.num_samples)
+    logits, cache = logits[rows], cache.gather(rows)
+  return _sample_loop(model, logits, cache, _Positions(prompt, part_b, rows), rng, trie, config)
 
 
 def _sample_loop(model, logits, cache, pos: _Positions, rng, trie, config):
@@ -513,7 +529,8 @@ def _sample_loop(model, logits, cache, pos: _Positions, rng, trie, config):
     return (i < n) & ~jnp.all(done)
 
   def body(carry):
-    i, out, logits, cache, done, gen_len, node, rng, intra, entity = carry
+    i, out, logits, cache, done, gen_len, log_prob, node, rng, intra, entity = carry
+    model_logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     if trie is not None:
       logits = jnp.where(trie.allowed(node, vocab), logits, _NEG_INF)
     if config.method == 'greedy':
@@ -524,6 +541,8 @@ def _sample_loop(model, logits, cache, pos: _Positions, rng, trie, config):
           key, _filter_logits(logits, config)).astype(jnp.int32)
     token = jnp.where(done, config.pad_id, token)
     out = out.at[:, i].set(token)
+    picked = jnp.take_along_axis(model_logp, token[:, None], axis=-1)[:, 0]
+    log_prob = log_prob + jnp.where(done, 0.0, picked)
     gen_len = gen_len + (~done).astype(jnp.int32)
     finished = _is_stop(token, config.stop_tokens)
     if trie is not None:
@@ -532,13 +551,13 @@ def _sample_loop(model, logits, cache, pos: _Positions, rng, trie, config):
     done = done | finished
     intra, entity = pos.advance(intra, entity, token)
     logits, cache = _step(model, token, pos.rope(i), cache, pos.extra(intra))
-    return i + 1, out, logits, cache, done, gen_len, node, rng, intra, entity
+    return i + 1, out, logits, cache, done, gen_len, log_prob, node, rng, intra, entity
 
   carry = (jnp.zeros((), jnp.int32), jnp.full((b, n), config.pad_id, jnp.int32),
            logits, cache, jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32),
-           jnp.zeros((b,), jnp.int32), rng, *pos.init())
-  _, out, _, _, _, gen_len, *_ = jax.lax.while_loop(cond, body, carry)
-  return GenerateOutput(tokens=out, lengths=gen_len)
+           jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32), rng, *pos.init())
+  _, out, _, _, _, gen_len, log_prob, *_ = jax.lax.while_loop(cond, body, carry)
+  return GenerateOutput(tokens=out, lengths=gen_len, log_probs=log_prob)
 
 
 def _beam_search(model, logits, cache, prompt, trie, part_b, config):
