@@ -10,6 +10,8 @@ same table as `recjax.main` (the model and the task's baselines, one row per spl
 `eval_step{N}_{split}.json`, merged into that file's earlier metrics (an evaluation with other
 evaluators adds to it; a metric evaluated again is replaced). `--eval=KEY=VALUE` (repeatable)
 changes `config.eval.KEY` for this evaluation only: other evaluators, users, batch size.
+`--tag=NAME` writes `eval_step{N}_{split}.NAME.json` instead, kept apart from the untagged file
+(e.g. `--tag=all_users --eval=max_users=0` next to the configured user subset).
 Errors a user can fix (no such workdir or step, a corrupt checkpoint, an unknown eval key) end
 with one `error:` line.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -31,6 +34,8 @@ flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
 flags.DEFINE_enum("split", "both", ["valid", "test", "both"], "Which evaluation set(s).")
 flags.DEFINE_multi_string("eval", [], "KEY=VALUE: config.eval.KEY for this evaluation, e.g. "
                           "evaluators=constrained or max_users=100 (repeatable).")
+flags.DEFINE_string("tag", "", "NAME: write eval_step{N}_{split}.NAME.json, apart from the "
+                    "untagged file (letters, digits, '_' and '-').")
 flags.mark_flag_as_required("workdir")
 
 
@@ -77,13 +82,16 @@ def main(argv) -> None:
   from recjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from recjax.train import metrics_writer  # pylint: disable=g-import-not-at-top
   splits = ["valid", "test"] if FLAGS.split == "both" else [FLAGS.split]
+  if FLAGS.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", FLAGS.tag):
+    sys.exit(f"error: --tag={FLAGS.tag!r}: use letters, digits, '_' and '-'")
+  suffix = f".{FLAGS.tag}" if FLAGS.tag else ""
   try:
     step, results, task = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, splits,
                                               _parse_overrides(FLAGS.eval))
   except (FileNotFoundError, ValueError, ckpt_lib.CheckpointError) as e:
     sys.exit(f"error: {e}")
   for split, metrics in results.items():
-    _merge_json(os.path.join(FLAGS.workdir, f"eval_step{step}_{split}.json"), metrics)
+    _merge_json(os.path.join(FLAGS.workdir, f"eval_step{step}_{split}{suffix}.json"), metrics)
   print(f"checkpoint step {step} in {FLAGS.workdir}, {task.results_heading}:")
   for split, metrics in results.items():
     users = metrics_writer.users_line(metrics, split)

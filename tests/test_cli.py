@@ -78,6 +78,15 @@ def test_evaluate_overrides_eval_keys_and_merges_its_file(trained, tmp_path):
   assert "evaluated 5 of" in few.stdout
   # The run's own config is untouched.
   assert json.loads((tmp_path / "w" / "config.json").read_text())["eval"]["max_users"] == 0
+  # A tagged evaluation has its own file; the untagged one is left as it was.
+  tagged = _evaluate(tmp_path / "w", "--split=test", "--tag=three_users", "--eval=max_users=3")
+  assert tagged.returncode == 0, tagged.stderr[-3000:]
+  assert json.loads((tmp_path / "w" / "eval_step20_test.three_users.json").read_text())[
+      "users"] == 3
+  assert json.loads(path.read_text()) == merged
+  bad = _evaluate(tmp_path / "w", "--split=test", "--tag=../x")
+  assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith(
+      "error: --tag='../x'")
 
 
 @pytest.mark.parametrize("override, message", [
