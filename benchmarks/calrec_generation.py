@@ -10,6 +10,11 @@ configs/calrec.py backbone (`tiny_llama` 4 x 128, random weights, an 8,064-token
 with prompts as long as its histories (`--prompt_len`) and generations as long as its item
 titles (`--new_tokens`): each path once to compile, then timed. Prints users/s of each, their
 ratio, and whether the two give the same tokens and log-probabilities.
+
+Then the decoding step alone (`--new_tokens` steps of batch x K rows over a full-length cache)
+with the KV cache laid out both ways the model supports: one stacked (layers, ...) array (what
+a scanned model keeps; an unrolled model used to re-stack it every step) and one array per layer
+(the unrolled model's now): ms per step of each, and their ratio.
 """
 from __future__ import annotations
 
@@ -94,6 +99,41 @@ def main() -> None:
   print(f"speed-up {old_s / new_s:.2f}x; same tokens: {same}; largest log-prob difference "
         f"{diff:.2e}; {args.batch} users x {args.k} generations per call, prompts of "
         f"{args.prompt_len} tokens, {args.new_tokens} new tokens")
+  time_cache_layouts(model, args.batch * args.k, args.prompt_len + args.new_tokens,
+                     args.new_tokens)
+
+
+def time_cache_layouts(model, rows: int, cache_len: int, steps: int) -> None:
+  """ms per decoding step with a stacked vs a per-layer KV cache, the same model and tokens."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def decode(state, cache):
+    model = nnx.merge(graphdef, state)
+
+    def body(i, carry):
+      tokens, cache = carry
+      logits, cache = decoding._step(model, tokens, jnp.full((rows,), i, jnp.int32), cache)  # pylint: disable=protected-access
+      return jnp.argmax(logits, -1).astype(jnp.int32), cache
+    return jax.lax.fori_loop(0, steps, body, (jnp.ones((rows,), jnp.int32), cache))[0]
+
+  def cache(stacked: bool):
+    c = llm.KVCache.create(model.cfg, rows, cache_len)
+    c = c.replace(segment_ids=jnp.ones_like(c.segment_ids),
+                  index=jnp.asarray(cache_len - steps, jnp.int32))
+    return c.replace(k=jnp.stack(c.k), v=jnp.stack(c.v)) if stacked else c
+
+  times = {}
+  for name, stacked in (("stacked (layers, ...) array", True), ("one array per layer", False)):
+    jax.block_until_ready(decode(state, cache(stacked)))
+    c = cache(stacked)
+    start = time.perf_counter()
+    jax.block_until_ready(decode(state, c))
+    times[name] = (time.perf_counter() - start) / steps * 1e3
+    print(f"decoding step, KV cache as {name}: {times[name]:.0f} ms ({rows} rows, "
+          f"{cache_len} slots)")
+  a, b = times.values()
+  print(f"per-layer cache: {a / b:.2f}x")
 
 
 if __name__ == "__main__":

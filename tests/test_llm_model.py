@@ -99,12 +99,20 @@ def test_scan_equals_loop(gemma3, forward):
   h_scan = forward(gemma3, tokens, return_hidden=1).hidden
   h_loop = forward(loop, tokens, return_hidden=1).hidden
   np.testing.assert_allclose(h_scan, h_loop, atol=1e-5)
-  # The loop model decodes with the same cache layout.
+  # The loop model's cache holds one array per layer (written in place), the
+  # scan model's one stacked array; both decode the same, a reordered cache too.
   cache = llm.KVCache.create(loop.cfg, B, T)
-  out = forward(loop, tokens[:, :6], cache=cache)
-  out = forward(loop, tokens[:, 6:], cache=out.cache)
-  np.testing.assert_allclose(out.logits, forward(loop, tokens).logits[:, 6:],
-                             atol=1e-5)
+  assert isinstance(cache.k, tuple) and len(cache.k) == loop.cfg.num_layers
+  assert llm.KVCache.create(gemma3.cfg, B, T).k.shape[0] == gemma3.cfg.num_layers
+  rows = jnp.asarray([1, 0])
+  for model in (loop, gemma3):
+    out = forward(model, tokens[:, :6], cache=llm.KVCache.create(model.cfg, B, T))
+    assert out.cache.max_len == T and isinstance(out.cache.k, tuple) == (model is loop)
+    rest = forward(model, tokens[:, 6:], cache=out.cache)
+    np.testing.assert_allclose(rest.logits, forward(model, tokens).logits[:, 6:],
+                               atol=1e-5)
+    swapped = forward(model, tokens[rows, 6:], cache=out.cache.gather(rows))
+    np.testing.assert_allclose(swapped.logits, rest.logits[rows], atol=1e-5)
 
 
 def test_kv_cache_chunks_match_full_forward(gemma3, forward):

@@ -47,16 +47,20 @@ class KVCache:
   by all rows (prompts of different lengths are left-padded).
 
   Attributes:
-    k: keys, (layers, batch, max_len, kv_heads, head_dim).
-    v: values, same shape as `k`.
+    k: keys: one (layers, batch, max_len, kv_heads, head_dim) array when the
+      model scans its layers (`scan_layers`), else a tuple of one (batch,
+      max_len, kv_heads, head_dim) array per layer, so that a decoding step
+      writes each layer's slot in place instead of re-stacking the whole cache
+      (on XLA:CPU that copy dominated the step).
+    v: values, laid out as `k`.
     segment_ids: (batch, max_len) int32 segment of each written slot; 0 marks
       empty slots and padding, which no real token attends to.
     prefix: (batch, max_len) bool, slots every later token of the segment may
       see bidirectionally (prefix-LM attention).
     index: () int32, next slot to write.
   """
-  k: Array
-  v: Array
+  k: Array | tuple[Array, ...]
+  v: Array | tuple[Array, ...]
   segment_ids: Array
   prefix: Array
   index: Array
@@ -65,21 +69,28 @@ class KVCache:
   def create(cls, cfg: LLMConfig, batch_size: int, max_len: int,
              dtype=None) -> 'KVCache':
     """An empty cache; `dtype` defaults to the model's compute dtype."""
-    shape = (cfg.num_layers, batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+    shape = (batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
     dtype = jnp.dtype(dtype or cfg.dtype)
-    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+    if cfg.scan_layers:
+      k = v = jnp.zeros((cfg.num_layers, *shape), dtype)
+    else:
+      k = v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+    return cls(k=k, v=v,
                segment_ids=jnp.zeros((batch_size, max_len), jnp.int32),
                prefix=jnp.zeros((batch_size, max_len), bool),
                index=jnp.zeros((), jnp.int32))
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.segment_ids.shape[1]
 
   def gather(self, rows: Array) -> 'KVCache':
     """Cache whose row i is row `rows[i]` of this one (beam reordering)."""
-    return self.replace(k=self.k[:, rows], v=self.v[:, rows],
-                        segment_ids=self.segment_ids[rows],
+    if isinstance(self.k, tuple):
+      k, v = tuple(x[rows] for x in self.k), tuple(x[rows] for x in self.v)
+    else:
+      k, v = self.k[:, rows], self.v[:, rows]
+    return self.replace(k=k, v=v, segment_ids=self.segment_ids[rows],
                         prefix=self.prefix[rows])
 
 
@@ -322,7 +333,9 @@ class LLM(nnx.Module):
     remat, policy = self._remat_policy()
     if remat:
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    kv_in = None if cache is None else (cache.k, cache.v)
+    kv_in = None
+    if cache is not None:  # a cache made for the unrolled layers is stacked for the scan
+      kv_in = tuple(jnp.stack(x) if isinstance(x, tuple) else x for x in (cache.k, cache.v))
     xs = (state, jnp.arange(self.cfg.num_layers), jnp.asarray(local_flags), kv_in)
     (x, selected), kv_out = jax.lax.scan(body, (x, selected), xs)
     if cache is not None:
@@ -350,7 +363,10 @@ class LLM(nnx.Module):
         new_k.append(kv[0])
         new_v.append(kv[1])
     if cache is not None:
-      cache = cache.replace(k=jnp.stack(new_k), v=jnp.stack(new_v))
+      if isinstance(cache.k, tuple):
+        cache = cache.replace(k=tuple(new_k), v=tuple(new_v))
+      else:
+        cache = cache.replace(k=jnp.stack(new_k), v=jnp.stack(new_v))
     return x, selected, cache
 
   def logits(self, hidden: Array) -> Array:
