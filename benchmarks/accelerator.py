@@ -274,7 +274,7 @@ def bench_matmul(args) -> dict[str, Any]:
   peak = args.peak_flops or peak_flops(info["device_kind"])
   rate = 2 * n ** 3 / step
   return dict(info, run="matmul", task="matmul", preset=f"{n}x{n}x{n}", dtype="bfloat16",
-              step_s=round(step, 6), model_tflops=round(rate / 1e12, 1),
+              step_s=round(step, 6), model_tflops=float(f"{rate / 1e12:.4g}"),
               mfu=None if peak is None else round(rate / peak, 3),
               peak_tflops=None if peak is None else peak / 1e12)
 
@@ -359,7 +359,7 @@ def bench_run(name: str, args, attention: str | None) -> dict[str, Any]:
       tokens_per_s=round(row_tokens / step_s, 1),
       nonpad_tokens_per_s=round(nonpad / step_s, 1),
       examples_per_s=round(rows / step_s, 2),
-      model_flops_per_step=float(f"{flops:.4g}"), model_tflops=round(rate / 1e12, 3),
+      model_flops_per_step=float(f"{flops:.4g}"), model_tflops=float(f"{rate / 1e12:.4g}"),
       mfu=None if peak is None else round(rate / peak, 4),
       peak_tflops=None if peak is None else peak / 1e12,
       attention_impl=attention or "default (xla)", cudnn_attention_in_hlo=cudnn_attention,
