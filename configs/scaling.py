@@ -17,8 +17,8 @@ steps) once per training mixture (MODALITIES below: every modality, then each on
 text is the review text of GENERAL_REVIEWS, so it needs ../shared/data), for the paper's claim
 that user histories > co-occurrence > item text > general text as training data: ROOT/report.md
 ranks the mixtures by each held-out loss at equal size and tokens, and each mixture has its own
-fits in ROOT/<mixture>/report.md. 36 points; about 3 hours on 2 CPU cores (an estimate from
-the 4 x 4 sweep's point times, not measured):
+fits in ROOT/<mixture>/report.md. 36 points; measured 1 h 47 min on 2 CPU cores beside other
+work (docs/modalities_games/: user histories most useful, general text least):
 
     RECJAX_DATA_DIR=../shared/data python -m recjax.scaling \
         --config=configs/scaling.py:amazon_games6k,modalities --workdir=/tmp/modalities_games
