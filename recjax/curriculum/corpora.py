@@ -398,8 +398,9 @@ def _mined_rules(split: Split, knobs) -> cooccurrence.Rules:
       max_rules=int(knobs.max_rules) or None)
 
 
-class ReviewTextCorpus:
-  """Plain documents: the distinct review texts ("<summary>. <review>") of registry datasets.
+class ReviewTextCorpus(TextFileCorpus):
+  """Plain documents, as TextFileCorpus's lines: the distinct review texts ("<summary>.
+  <review>") of registry datasets.
 
   The `general` modality's stand-in for web text where none ships (no download here): natural
   language about other products, no item entity. Reads `InteractionData.reviews` (Amazon 2018
@@ -407,6 +408,7 @@ class ReviewTextCorpus:
   dropped, and repeated texts (All_Beauty repeats rows) kept once, in file order.
   """
 
+  # pylint: disable-next=super-init-not-called
   def __init__(self, datasets: Sequence[str], root: str | None = None):
     from recjax.data import registry  # the data layer; only this corpus reads whole datasets
 
@@ -428,12 +430,7 @@ class ReviewTextCorpus:
           self.lines.append(text)
     if not self.lines:
       raise ValueError(f"curriculum.general_reviews: {list(self.datasets)} hold no review text")
-
-  def __len__(self) -> int:
-    return len(self.lines)
-
-  def __getitem__(self, index: int) -> Document:
-    return Document(self.lines[index], (), 0, meta={"index": int(index)})
+    self.path = "reviews:" + ",".join(self.datasets)
 
 
 def modality_corpus(config, name: str, base, tokenizer=None, shard: int = 0,
