@@ -149,11 +149,11 @@ def main() -> None:
   all_modes = [m for m in args.all_users.split(",") if m]
   if [m for m in all_modes if m not in MODES]:
     sys.exit(f"error: --all_users={args.all_users!r}: choose from {list(MODES)}")
-  tables = [(max_users, _calrec_results, lambda w: workdirs.results(w), max_users)]
+  tables = [(max_users, _calrec_results, workdirs.results)]
   if all_modes:
     tagged = lambda w: all_users_results(w, ["--eval=evaluators=" + ",".join(all_modes)])
-    tables.append((0, tagged, lambda w: all_users_results(w, []), 0))
-  for users, calrec_results, sasrec_results, popularity_users in tables:
+    tables.append((0, tagged, lambda w: all_users_results(w, [])))
+  for users, calrec_results, sasrec_results in tables:
     for protocol, exclude in PROTOCOLS.items():
       rows: list[tuple[str, str, list[float]]] = []
       for (loss, p), workdir in sasrec_dirs.items():
@@ -164,7 +164,7 @@ def main() -> None:
           popularity_dir = workdir
       if sasrec_dirs:
         config = read_config(popularity_dir)
-        config.eval.max_users = popularity_users
+        config.eval.max_users = users
         popularity = build_task(config).baselines("test")["Popularity"]
         rows.append(("Popularity", "-", [float(popularity[m]) for m in METRICS]))
       for name, workdir in variant_dirs.items():
