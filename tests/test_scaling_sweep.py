@@ -7,6 +7,7 @@ import sys
 
 import ml_collections
 import numpy as np
+import pytest
 
 from recjax.scaling import sweep as sweep_lib
 
@@ -113,3 +114,17 @@ def get_config():
     assert "| a |" in (root / name / "report.md").read_text()
   first = [line for line in report.splitlines() if line.startswith("| a | 3 |")][0]
   assert first.count("|") == 5 and "-" not in first.split("|")[3:5]
+
+
+def test_long_grid_trains_one_small_tokenizer_the_other_points_share(tmp_path):
+  sys.path.insert(0, os.getcwd())
+  from configs import scaling  # pylint: disable=g-import-not-at-top
+  sweep = scaling.get_config("amazon_games6k,long")
+  grid = sweep_lib.points(sweep, str(tmp_path))
+  assert [p.steps for p in grid[:4]] == [120, 240, 480, 960] and len(grid) == 16
+  assert "--config.lm.tokenizer_vocab_size=2000" in grid[0].command
+  assert grid[0].tokenizer_args == ()
+  for point in grid[1:]:  # the shared tokenizer's overrides come last, so they win
+    assert point.tokenizer_args[-1] == "--config.lm.tokenizer_vocab_size=0"
+  with pytest.raises(ValueError, match="NAME,long"):
+    scaling.get_config("amazon_games6k,longer")
