@@ -600,9 +600,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
   if is_chief and final:
     num_params = sum(int(np.prod(v.get_value().shape)) for _, v in
                      nnx.to_flat_state(nnx.state(train_state.model(), nnx.Param)))
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+    # Atomic: a results.json marks a finished run (recjax.chain, the scaling sweep skip it).
+    path = os.path.join(workdir, "results.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
       json.dump({"step": train_state.step, "num_params": num_params, **final}, f, indent=2,
                 sort_keys=True)
+    os.replace(path + ".tmp", path)
   return TrainResult(step=train_state.step, train_state=train_state, losses=losses,
                      metrics=final, stopped_by_signal=stopped)
 
