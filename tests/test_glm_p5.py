@@ -19,6 +19,7 @@ from recjax.text import encoding, infilling, pipeline
 from recjax.text import templates as templates_lib
 from recjax.text.document import Document, Span
 from tests import datasets
+from tests.cli_utils import REPO, run_main_env
 from tests.trainer_utils import apply_overrides
 
 
@@ -137,7 +138,8 @@ def test_recsysllm_chain_pretrains_then_fine_tunes_lora_on_p5(tmp_path):
         "p5:--config.eval.evaluators=p5", "p5:--config.eval.p5.max_new_tokens=16"]
   cmd = [sys.executable, "-m", "recjax.chain", "--config=configs/glm.py:synthetic",
          f"--workdir={tmp_path}", "--", *tiny, *p5]
-  out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+  out = subprocess.run(cmd, cwd=REPO, env=run_main_env(), capture_output=True, text=True,
+                       timeout=1200)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
   stage = json.loads((tmp_path / "p5" / "config.json").read_text())
   assert stage["init_from"]["path"] == str(tmp_path / "pretrain")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from recjax.scaling import sweep as sweep_lib
+from tests.cli_utils import REPO, run_main_env
 
 TINY = ["--config.data.dataset.num_users=96", "--config.data.dataset.num_items=48",
         "--config.data.dataset.num_clusters=4", "--config.lm.tokenizer_vocab_size=0",
@@ -17,6 +18,15 @@ TINY = ["--config.data.dataset.num_users=96", "--config.data.dataset.num_items=4
         "--config.text.max_history_items=3", "--config.train.batch_size=8",
         "--config.model.vocab_multiple=64", "--config.eval.max_documents=16",
         "--config.train.checkpoint_every_steps=1000"]
+
+
+@pytest.fixture(autouse=True)
+def _one_device_points(monkeypatch):
+  """Each point runs as a user's `python -m recjax.main` does: one CPU device, not the
+  suite's 8 virtual ones, and the suite's compilation cache (points share their programs)."""
+  for key, value in run_main_env().items():
+    monkeypatch.setenv(key, value)
+  monkeypatch.chdir(REPO)
 
 
 def _sweep(sizes, steps, extra=()):
@@ -117,7 +127,7 @@ def get_config():
 
 
 def test_long_grid_trains_one_small_tokenizer_the_other_points_share(tmp_path):
-  sys.path.insert(0, os.getcwd())
+  sys.path.insert(0, str(REPO))
   from configs import scaling  # pylint: disable=g-import-not-at-top
   sweep = scaling.get_config("amazon_games6k,long")
   grid = sweep_lib.points(sweep, str(tmp_path))
