@@ -162,7 +162,10 @@ def gift_cards_task(tmp_path_factory):
   root = datasets.require_data_dir("amazon2018_gift_cards")
   config = p5_config(**{"data.dataset": {"name": "amazon2018_gift_cards"},
                         "data.root": str(root),
-                        "text.seq_len": 384, "eval.p5.max_users": 4})
+                        "text.seq_len": 384, "eval.p5.max_users": 4,
+                        # the families that need ratings and reviews (the item families run
+                        # on synthetic data above)
+                        "eval.p5.families": "rating,explanation,review"})
   return build_task(config, str(tmp_path_factory.mktemp("gift")))
 
 
