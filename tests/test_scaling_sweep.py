@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recjax.scaling import sweep as sweep_lib
-from tests.cli_utils import REPO, run_main_env
+from tests.cli_utils import REPO, config_file, run_main_env
 
 TINY = ["--config.data.dataset.num_users=96", "--config.data.dataset.num_items=48",
         "--config.data.dataset.num_clusters=4", "--config.lm.tokenizer_vocab_size=0",
@@ -127,9 +127,7 @@ def get_config():
 
 
 def test_long_grid_trains_one_small_tokenizer_the_other_points_share(tmp_path):
-  sys.path.insert(0, str(REPO))
-  from configs import scaling  # pylint: disable=g-import-not-at-top
-  sweep = scaling.get_config("amazon_games6k,long")
+  sweep = config_file("scaling", "amazon_games6k,long")
   grid = sweep_lib.points(sweep, str(tmp_path))
   assert [p.steps for p in grid[:4]] == [120, 240, 480, 960] and len(grid) == 16
   assert "--config.lm.tokenizer_vocab_size=2000" in grid[0].command
@@ -137,4 +135,4 @@ def test_long_grid_trains_one_small_tokenizer_the_other_points_share(tmp_path):
   for point in grid[1:]:  # the shared tokenizer's overrides come last, so they win
     assert point.tokenizer_args[-1] == "--config.lm.tokenizer_vocab_size=0"
   with pytest.raises(ValueError, match="NAME,long"):
-    scaling.get_config("amazon_games6k,longer")
+    config_file("scaling", "amazon_games6k,longer")
