@@ -571,27 +571,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, task: Task, workdir: s
         # the evaluation's metrics, so that case saves after it.
         ckpt_lib.save(manager, train_state.step, train_state.state, data_iter, force=True)
       valid_metrics = _evaluate(task, train_state, mesh, "valid", writer, train_state.step)
-      test_metrics = _evaluate(task, train_state, mesh, "test", writer, train_state.step)
-      final = {**{f"valid/{k}": v for k, v in valid_metrics.items()},
-               **{f"test/{k}": v for k, v in test_metrics.items()}}
       if tcfg.best_metric and tcfg.best_metric not in valid_metrics:
         raise ValueError(f"train.best_metric='{tcfg.best_metric}' is not among the validation "
                          f"metrics: {sorted(valid_metrics)}")
       if manager.latest_step() != train_state.step:
         ckpt_lib.save(manager, train_state.step, train_state.state, data_iter,
                       metrics=valid_metrics, force=True)
+      best_step = train_state.step
       if tcfg.best_metric:
-        # As RecBole does: the reported figures are those of the best validated checkpoint.
         manager.wait_until_finished()
         best_step = manager.best_step()
         final["best_step"] = best_step
-        if best_step != train_state.step:  # the final state is saved: swap the best one in
-          train_state.state = ckpt_lib.restore(manager, best_step, train_state.state, None)
-          for split in ("valid", "test"):
-            metrics = evaluate(task, train_state.model(), split, mesh)
-            final.update({f"{split}/{k}": v for k, v in metrics.items()})
-          logging.info("best checkpoint: step %d (valid %s=%.4f)", best_step,
-                       tcfg.best_metric, final[f"valid/{tcfg.best_metric}"])
+      if best_step != train_state.step:
+        # As RecBole does: the reported figures are those of the best validated checkpoint, so
+        # the final state is never evaluated on 'test' (the final state is saved: swap the best
+        # one in). Its valid metrics are recomputed with every evaluator, not only periodic ones.
+        train_state.state = ckpt_lib.restore(manager, best_step, train_state.state, None)
+        valid_metrics = evaluate(task, train_state.model(), "valid", mesh)
+        logging.info("best checkpoint: step %d (valid %s=%.4f)", best_step, tcfg.best_metric,
+                     valid_metrics[tcfg.best_metric])
+      test_metrics = _evaluate(task, train_state, mesh, "test", writer, best_step)
+      final.update({**{f"valid/{k}": v for k, v in valid_metrics.items()},
+                    **{f"test/{k}": v for k, v in test_metrics.items()}})
   manager.wait_until_finished()
   manager.close()
   writer.close()
