@@ -51,6 +51,8 @@ def test_sweep_runs_resumes_and_reports(tmp_path, capfd):
     assert r["D"] == r["steps"] * 8 * 96
     assert set(r["losses"]) == {"histories", "items"}
     assert r["losses"]["items"] == results["test/items/loss"]
+    assert r["C"] == 6 * r["N"] * r["D"]
+    assert 0 < r["train_s"] < 600 and 0 < r["eval_s"] < 600
   assert rows[0]["N"] == rows[1]["N"] < rows[2]["N"]
   # Re-running skips every finished point (and runs the failed ones again).
   capfd.readouterr()
@@ -63,6 +65,9 @@ def test_sweep_runs_resumes_and_reports(tmp_path, capfd):
   assert out.returncode == 0 and "s1, 60 steps: $" in out.stdout
   text = sweep_lib.write_report(str(tmp_path), rows, sweep_lib.fit_rows(rows), failed)
   assert "| a |" in text and "no fit" in text  # two budgets per size: too few points to fit
+  (b4,) = [line for line in text.splitlines() if line.startswith("| b | ") and "| 4 |" in line]
+  assert f"| {rows[3]['C']:.3g} | {rows[3]['train_s']:.0f} | {rows[3]['eval_s']:.0f} |" in b4
+  assert f"min of evaluation, {sum(r['C'] for r in rows):.3g} FLOPs." in text
   assert os.path.exists(tmp_path / "plots" / "items.png")
 
 

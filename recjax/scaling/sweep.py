@@ -17,7 +17,8 @@ diverged run) is recorded and the sweep goes on with the others (without a token
 byte or Hugging Face tokenizer, every point uses the base config's own).
 
 From the finished points: N = the model's parameter count (`num_params` in results.json, every
-parameter), D = training tokens (steps x train.batch_size x text.seq_len), and per held-out corpus
+parameter), D = training tokens (steps x train.batch_size x text.seq_len), C = 6ND (training
+FLOPs, the usual estimate), the training and evaluation wall seconds, and per held-out corpus
 its test loss (mean nll per token, `test/<corpus>/loss`). Fits (recjax.scaling.fit): L(D) per
 size and corpus, L(N, D) per corpus. `write_report` writes report.md (points, fits with standard
 errors and R^2) and PNG plots (loss vs tokens per size with the fitted curves; loss vs
@@ -136,9 +137,31 @@ def collect(sweep: Mapping[str, Any], root: str) -> list[dict[str, Any]]:
     tokens = point.steps * int(config["train"]["batch_size"]) * int(config["text"]["seq_len"])
     losses = {k[len("test/"):-len("/loss")]: float(v) for k, v in results.items()
               if k.startswith("test/") and k.endswith("/loss") and "target" not in k}
-    rows.append(dict(size=point.size, steps=point.steps, N=int(results["num_params"]),
-                     D=tokens, losses=losses, workdir=point.workdir, mixture=point.mixture))
+    num_params = int(results["num_params"])
+    train_s, eval_s = _seconds(point.workdir)
+    rows.append(dict(size=point.size, steps=point.steps, N=num_params, D=tokens,
+                     C=6 * num_params * tokens, train_s=train_s, eval_s=eval_s, losses=losses,
+                     workdir=point.workdir, mixture=point.mixture))
   return rows
+
+
+def _seconds(workdir: str) -> tuple[float, float]:
+  """(training, evaluation) wall seconds of a finished point, from its metrics.jsonl: each logged
+  window's steps over its train/steps_per_sec (compilation included), and every eval_seconds."""
+  train_s = eval_s = 0.0
+  last_step = 0
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return math.nan, math.nan
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      record = json.loads(line)
+      rate = record.get("train/steps_per_sec")
+      if rate:
+        train_s += max(record["step"] - last_step, 0) / rate
+        last_step = record["step"]
+      eval_s += sum(v for k, v in record.items() if k.endswith("/eval_seconds"))
+  return train_s, eval_s
 
 
 def fit_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -176,12 +199,19 @@ def write_report(root: str, rows: Sequence[Mapping[str, Any]],
   os.makedirs(plots, exist_ok=True)
   lines = ["# Scaling sweep", "", f"{len(rows)} finished points in `{root}`" +
            (f"; {len(failed)} failed: {', '.join(failed)}" if failed else "") + ".", "",
-           "| size | N (parameters) | steps | D (tokens) | " +
-           " | ".join(fits) + " |", "|---|---|---|---|" + "---|" * len(fits)]
+           "C = 6ND is the usual estimate of training FLOPs (N counts every parameter, "
+           "embeddings included); train s and eval s are wall seconds from each point's "
+           "metrics.jsonl (compilation included).", "",
+           "| size | N (parameters) | steps | D (tokens) | C (FLOPs) | train s | eval s | " +
+           " | ".join(fits) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(fits)]
   for r in rows:
     cells = [f"{r['losses'][c]:.4f}" if c in r["losses"] else "-" for c in fits]
-    lines.append(f"| {r['size']} | {r['N']:,} | {r['steps']} | {r['D']:,} | " +
-                 " | ".join(cells) + " |")
+    lines.append(f"| {r['size']} | {r['N']:,} | {r['steps']} | {r['D']:,} | "
+                 f"{6 * r['N'] * r['D']:.3g} | {r.get('train_s', math.nan):.0f} | "
+                 f"{r.get('eval_s', math.nan):.0f} | " + " | ".join(cells) + " |")
+  lines += ["", f"Total: {sum(r.get('train_s', math.nan) for r in rows) / 60:.1f} min of "
+            f"training, {sum(r.get('eval_s', math.nan) for r in rows) / 60:.1f} min of "
+            f"evaluation, {sum(6 * r['N'] * r['D'] for r in rows):.3g} FLOPs."]
   for corpus, fit in fits.items():
     slug = corpus.replace("/", "_")
     lines += ["", f"## {corpus}", "", f"Joint {fit_lib.JOINT_LAW}: {_describe(fit['joint'])}", ""]
