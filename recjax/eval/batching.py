@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from recjax.train import sharding as shard_lib
@@ -42,6 +43,20 @@ def replicated(tree, mesh: jax.sharding.Mesh | None):
   if mesh is None:
     return tree
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def to_host(tree):
+  """numpy copies of a pytree of jax.Arrays, each whole on every process.
+
+  An output sharded over devices of other processes (a decode's tokens follow the batch
+  sharding of its cache) is gathered from them: a collective, so every process must call it,
+  as every process runs every evaluation batch.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree.map(one, tree)
 
 
 def put(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:

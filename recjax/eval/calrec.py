@@ -286,16 +286,16 @@ class BM25Evaluator(_Generative):
                                     num_beams=self.k, stop_tokens=(self.eos_id,),
                                     pad_id=self.pad_id)
         out = decoding.generate(model, *batching.replicated((prompts, lengths), mesh), cfg)
-        tokens = np.asarray(out.tokens).reshape(-1, self.max_new_tokens)
-        logp = np.asarray(out.log_probs)
+        tokens, logp = batching.to_host((out.tokens, out.log_probs))
+        tokens = tokens.reshape(-1, self.max_new_tokens)
       else:
         cfg = decoding.DecodeConfig(max_new_tokens=self.max_new_tokens, method="sample",
                                     temperature=self.temperature, num_samples=self.k,
                                     stop_tokens=(self.eos_id,), pad_id=self.pad_id)
         out = decoding.generate(model, *batching.replicated((prompts, lengths), mesh), cfg,
                                 rng=batching.replicated(key, mesh))
-        tokens = np.asarray(out.tokens)  # user-major: row u * K + j
-        logp = np.asarray(out.log_probs).reshape(-1, self.k)
+        tokens, logp = batching.to_host((out.tokens, out.log_probs))  # user-major: u * K + j
+        logp = logp.reshape(-1, self.k)
       texts += self.texts(tokens)[:n * self.k]
       scores.append(logp[:n])
     return texts, np.concatenate(scores)
@@ -343,7 +343,7 @@ class ConstrainedEvaluator(_Generative):
     row = 0
     for prompts, lengths, n in self._prompt_batches(users):
       out = decoding.generate(model, *batching.replicated((prompts, lengths), mesh), cfg, trie=trie)
-      tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
+      tokens, scores = batching.to_host((out.tokens, out.scores))
       for r in range(n):
         placed = []
         for beam in range(self.k):

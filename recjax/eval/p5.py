@@ -145,7 +145,7 @@ class P5Evaluator:
         lengths, prompt_of = np.zeros(rows, np.int32), np.zeros(rows, np.int32)
         for i, (r, _, seq) in enumerate(chunk):
           conts[i, :len(seq)], lengths[i], prompt_of[i] = seq, len(seq), r
-        got = np.asarray(decoding.score_prefilled(
+        got = batching.to_host(decoding.score_prefilled(
             model, prefilled, *batching.replicated((conts, lengths, prompt_of), mesh)))
         for i, (r, j, _) in enumerate(chunk):
           scores[r][j] = got[i]
@@ -208,7 +208,7 @@ class P5Evaluator:
                               prefix_mask=batch["prefix"],
                               part_b=decoding.PartB(batch["mask"], batch["sop_intra"],
                                                     entity_trie))
-      tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
+      tokens, scores = batching.to_host((out.tokens, out.scores))
       for r in range(n):
         placed = []
         for beam in range(self.num_beams):
@@ -264,7 +264,7 @@ class P5Evaluator:
                               positions=batch["inter"], extra_positions=batch["intra"],
                               prefix_mask=batch["prefix"],
                               part_b=decoding.PartB(batch["mask"], batch["sop_intra"]))
-      tokens = np.asarray(out.tokens)
+      tokens = batching.to_host(out.tokens)
       for r in range(n):
         seq = tokens[r]
         stop = np.flatnonzero(seq == self.answers.eop)
