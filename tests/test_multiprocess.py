@@ -21,25 +21,30 @@ def _losses(workdir):
           if "train/loss" in r]
 
 
-def test_two_processes_match_one_process(tmp_path):
+def _one_and_two_processes(tmp_path, args, timeout=600):
+  """Runs recjax.main with `args` as 1 process x 4 devices and as 2 processes x 2 devices on
+  127.0.0.1: (single workdir, multi workdir, [(stdout, stderr)] of the 2 processes)."""
   single = tmp_path / "single"
-  out = subprocess.run([sys.executable, "-m", "recjax.main", f"--workdir={single}", *ARGS],
+  out = subprocess.run([sys.executable, "-m", "recjax.main", f"--workdir={single}", *args],
                        env=run_main_env(devices=4), cwd=REPO, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=timeout)
   assert out.returncode == 0, out.stderr[-3000:]
-
   multi = tmp_path / "multi"
   port = portpicker.pick_unused_port()
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "recjax.main", f"--workdir={multi}", *ARGS,
+      [sys.executable, "-m", "recjax.main", f"--workdir={multi}", *args,
        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
       env=run_main_env(devices=2), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=300) for p in procs]
+  outputs = [p.communicate(timeout=timeout) for p in procs]
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
+  return single, multi, outputs
 
+
+def test_two_processes_match_one_process(tmp_path):
+  single, multi, outputs = _one_and_two_processes(tmp_path, ARGS, timeout=300)
   np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
   assert len(_losses(multi)) == 8  # only process 0 wrote metrics (no duplicate lines)
   assert "SASRec (test)" in outputs[0][0] and "SASRec (test)" not in outputs[1][0]
@@ -61,23 +66,7 @@ CALREC_ARGS = ["--config=configs/calrec.py", "--config.train.num_steps=6",
 def test_calrec_two_processes_match_one_process(tmp_path):
   """In-batch negatives span processes (the contrastive losses equal one process's), and the
   generative evaluators gather each decode's tokens from every process."""
-  single = tmp_path / "single"
-  out = subprocess.run([sys.executable, "-m", "recjax.main", f"--workdir={single}",
-                        *CALREC_ARGS], env=run_main_env(devices=4), cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-
-  multi = tmp_path / "multi"
-  port = portpicker.pick_unused_port()
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "recjax.main", f"--workdir={multi}", *CALREC_ARGS,
-       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
-      env=run_main_env(devices=2), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
+  single, multi, _ = _one_and_two_processes(tmp_path, CALREC_ARGS)
 
   records = {w: [r for r in read_jsonl(os.path.join(w, "metrics.jsonl")) if "train/loss" in r]
              for w in (single, multi)}
@@ -104,22 +93,7 @@ P5_ARGS = ["--config=configs/glm.py:p5", "--config.train.num_steps=2",
 
 def test_p5_evaluation_on_two_processes_matches_one_process(tmp_path):
   """Scoring (sampled candidates, yes/no) and constrained beam search across processes."""
-  single = tmp_path / "single"
-  out = subprocess.run([sys.executable, "-m", "recjax.main", f"--workdir={single}", *P5_ARGS],
-                       env=run_main_env(devices=4), cwd=REPO, capture_output=True, text=True,
-                       timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  multi = tmp_path / "multi"
-  port = portpicker.pick_unused_port()
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "recjax.main", f"--workdir={multi}", *P5_ARGS,
-       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
-      env=run_main_env(devices=2), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
+  single, multi, _ = _one_and_two_processes(tmp_path, P5_ARGS)
   results = [json.loads((w / "results.json").read_text()) for w in (single, multi)]
   metrics = sorted(k for k in results[0] if k.startswith("test/p5/")
                    and not k.endswith(("per_sec", "seconds")))
